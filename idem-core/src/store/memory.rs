@@ -1,0 +1,627 @@
+//! [`MemoryStore`]: records in this process, on moka.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use moka::Expiry;
+use moka::policy::EvictionPolicy;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::StoreError;
+use crate::fingerprint::Fingerprint;
+use crate::key::RecordKey;
+use crate::store::{Claim, ClaimRequest, ClaimToken, Fence, Outcome, Owner, Record, Store};
+
+const SHARDS: usize = 64;
+
+/// The default store: idempotency records in this process.
+///
+/// Completed outcomes live in a [moka](https://docs.rs/moka) cache with a per-entry TTL and,
+/// optionally, a bounded capacity (least recently used outcomes are evicted first). In-progress
+/// claims live beside it in a sharded map that is never evicted, however small the capacity, so
+/// a running call can never be forgotten and run twice. An unbounded store (the default) also
+/// keeps an index of its completed outcomes that replays read without moka's per-read
+/// bookkeeping, which only a bounded store's eviction order needs; moka still expires them.
+///
+/// Duplicates that wait are woken the moment the holder completes or releases (no polling).
+///
+/// Time is tokio's clock ([`tokio::time::Instant`]), so tests with paused time see leases and
+/// TTLs run out as time is advanced.
+///
+/// # Examples
+///
+/// ```
+/// use idem_core::MemoryStore;
+///
+/// let unbounded = MemoryStore::new();
+/// let bounded = MemoryStore::builder().max_capacity(10_000).build();
+/// # drop((unbounded, bounded));
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    claims: Box<[Mutex<HashMap<RecordKey, Held, Hasher>>]>,
+    done: moka::sync::Cache<RecordKey, Arc<Done>, Hasher>,
+    /// Unbounded stores only: the records in `done`, for replays (see [`Index`]).
+    index: Option<Index>,
+    fences: AtomicU64,
+    hasher: Hasher,
+}
+
+/// The hasher of every map here: foldhash, keyed with a random seed per map. A first call hashes
+/// its key half a dozen times (shard, claim map, moka's insert and key lock, the index), and with
+/// SipHash, std's default, that was about a tenth of its instructions.
+type Hasher = foldhash::quality::RandomState;
+
+/// The completed records of an unbounded store, by key: what replays read.
+///
+/// moka's `get` records every read for its eviction order (an LRU deque and a frequency
+/// sketch), the larger part of a replay's cost; an unbounded store evicts nothing by size, so
+/// that bookkeeping buys it nothing. moka holds the same records (the same `Arc`s) and expires
+/// them by their TTLs; the index drops its own expired entries: readers ignore them (every read
+/// checks the expiry by tokio's clock, as moka's entries are checked), and a shard sweeps them
+/// out whenever it has doubled since its last sweep, so it holds at most about twice the live
+/// records and the sweeps cost O(1) per insert, amortised. (It used to follow moka through an
+/// eviction listener, but moka takes a per-key lock on every insert once a listener exists:
+/// a tenth of a first call.) Every write to `done` also writes here first, under the claim's
+/// shard lock, so a reader that misses both the index and the claim map cannot miss a
+/// completion.
+///
+/// Its shards are the claim map's: one hash of the key picks both.
+struct Index {
+    shards: Box<[RwLock<IndexShard>]>,
+}
+
+struct IndexShard {
+    records: HashMap<RecordKey, Arc<Done>, Hasher>,
+    /// The size at which the next insert sweeps out expired records.
+    sweep_at: usize,
+}
+
+/// The smallest size at which an index shard sweeps.
+const MIN_SWEEP: usize = 64;
+
+impl Index {
+    fn new() -> Self {
+        Index {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    RwLock::new(IndexShard {
+                        records: HashMap::with_hasher(Hasher::default()),
+                        sweep_at: MIN_SWEEP,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn get(&self, slot: usize, key: &RecordKey) -> Option<Arc<Done>> {
+        read(&self.shards[slot]).records.get(key).cloned()
+    }
+
+    /// Inserts `key`'s record; first sweeps out the shard's records expired at `now` if the
+    /// shard has doubled since its last sweep.
+    fn insert(&self, slot: usize, key: RecordKey, done: Arc<Done>, now: Instant) {
+        let mut shard = write(&self.shards[slot]);
+        if shard.records.len() >= shard.sweep_at {
+            shard.records.retain(|_, done| done.expires_at > now);
+            shard.sweep_at = (shard.records.len() * 2).max(MIN_SWEEP);
+        }
+        shard.records.insert(key, done);
+    }
+
+    /// `key`'s record if it is unexpired at `now`; an expired one is removed (and reported as
+    /// `Err`, so moka can be told to drop it too).
+    fn live_or_remove(
+        &self,
+        slot: usize,
+        key: &RecordKey,
+        now: Instant,
+    ) -> Result<Option<Arc<Done>>, ()> {
+        let mut shard = write(&self.shards[slot]);
+        match shard.records.get(key) {
+            Some(done) if done.expires_at > now => Ok(Some(Arc::clone(done))),
+            Some(_) => {
+                shard.records.remove(key);
+                Err(())
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+// A poisoned lock only means a panic elsewhere while it was held; the maps behind these locks
+// are intact because every change to them is a single insert or remove.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Held {
+    owner: Owner,
+    fence: u64,
+    fingerprint: Fingerprint,
+    lease_until: Instant,
+    /// Created by the first waiter (under the shard lock), so a claim nobody waits for
+    /// allocates none.
+    woken: Option<Arc<Notify>>,
+}
+
+struct Done {
+    fingerprint: Fingerprint,
+    outcome: Outcome,
+    expires_at: Instant,
+    ttl: Duration,
+}
+
+struct TtlExpiry;
+
+impl Expiry<RecordKey, Arc<Done>> for TtlExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &RecordKey,
+        value: &Arc<Done>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Builds a [`MemoryStore`].
+///
+/// ```
+/// let store = idem_core::MemoryStore::builder().max_capacity(1_000).build();
+/// # drop(store);
+/// ```
+#[must_use]
+#[derive(Debug, Default)]
+pub struct MemoryStoreBuilder {
+    max_capacity: Option<u64>,
+}
+
+impl MemoryStoreBuilder {
+    /// Keeps at most `records` completed outcomes; the least recently used are evicted first.
+    /// In-progress claims do not count and are never evicted.
+    pub fn max_capacity(mut self, records: u64) -> Self {
+        self.max_capacity = Some(records);
+        self
+    }
+
+    /// The store.
+    pub fn build(self) -> MemoryStore {
+        let mut done = moka::sync::Cache::builder()
+            .expire_after(TtlExpiry)
+            .eviction_policy(EvictionPolicy::lru());
+        let index = match self.max_capacity {
+            Some(max) => {
+                done = done.max_capacity(max);
+                None
+            }
+            None => Some(Index::new()),
+        };
+        MemoryStore {
+            inner: Arc::new(Inner {
+                claims: (0..SHARDS)
+                    .map(|_| Mutex::new(HashMap::with_hasher(Hasher::default())))
+                    .collect(),
+                done: done.build_with_hasher(Hasher::default()),
+                index,
+                fences: AtomicU64::new(0),
+                hasher: Default::default(),
+            }),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("completed", &self.inner.done.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An unbounded store: completed outcomes are dropped only when their TTL ends.
+    pub fn new() -> Self {
+        MemoryStore::builder().build()
+    }
+
+    /// A builder for a bounded store.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder::default()
+    }
+
+    /// The shard of `key`, in the claim map and the index alike.
+    fn slot(&self, key: &RecordKey) -> usize {
+        self.inner.hasher.hash_one(key) as usize % SHARDS
+    }
+
+    fn shard(&self, key: &RecordKey) -> MutexGuard<'_, HashMap<RecordKey, Held, Hasher>> {
+        self.shard_at(self.slot(key))
+    }
+
+    fn shard_at(&self, index: usize) -> MutexGuard<'_, HashMap<RecordKey, Held, Hasher>> {
+        // A poisoned shard only means a panic elsewhere while it was held; its map is intact
+        // because every change to it is a single insert or remove.
+        self.inner.claims[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn next_fence(&self) -> u64 {
+        self.inner.fences.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The completed, unexpired record of `key`.
+    fn completed(&self, key: &RecordKey, now: Instant) -> Option<Arc<Done>> {
+        self.completed_at(self.slot(key), key, now)
+    }
+
+    fn completed_at(&self, slot: usize, key: &RecordKey, now: Instant) -> Option<Arc<Done>> {
+        match &self.inner.index {
+            Some(index) => index.get(slot, key),
+            None => self.inner.done.get(key),
+        }
+        .filter(|done| done.expires_at > now)
+    }
+
+    /// The completed, unexpired record of `key`; an expired one is forgotten (called under its
+    /// claim shard's lock, before a claim).
+    fn completed_or_forget(&self, slot: usize, key: &RecordKey, now: Instant) -> Option<Arc<Done>> {
+        match &self.inner.index {
+            // Every record in moka was written to the index first, and one the index has swept
+            // out is expired by then (moka drops it by its TTL, or the next completion of the
+            // key replaces it), so a key absent from the index needs no moka call: the usual
+            // first call skips one.
+            Some(index) => match index.live_or_remove(slot, key, now) {
+                Ok(live) => live,
+                Err(()) => {
+                    self.inner.done.invalidate(key);
+                    None
+                }
+            },
+            None => {
+                let live = self
+                    .inner
+                    .done
+                    .get(key)
+                    .filter(|done| done.expires_at > now);
+                if live.is_none() {
+                    self.inner.done.invalidate(key);
+                }
+                live
+            }
+        }
+    }
+
+    /// Stores a completed record (called under its claim shard's lock, before the claim goes).
+    fn insert_completed(&self, slot: usize, key: RecordKey, done: Arc<Done>, now: Instant) {
+        if let Some(index) = &self.inner.index {
+            index.insert(slot, key.clone(), Arc::clone(&done), now);
+        }
+        self.inner.done.insert(key, done);
+    }
+
+    fn claim_now(&self, request: &ClaimRequest<'_>) -> Claim {
+        let now = Instant::now();
+        let slot = self.slot(request.key);
+        // Replays take no lock: a completed, unexpired record excludes any claim.
+        if let Some(done) = self.completed_at(slot, request.key, now) {
+            return replay(&done, request.fingerprint);
+        }
+        let mut shard = self.shard_at(slot);
+        if let Some(held) = shard.get_mut(request.key) {
+            if held.lease_until > now {
+                return if held.fingerprint == request.fingerprint {
+                    Claim::Busy {
+                        retry_after: held.lease_until - now,
+                    }
+                } else {
+                    Claim::Mismatch
+                };
+            }
+            // The holder's lease ran out: take over with a higher fence.
+            held.owner = request.owner;
+            held.fingerprint = request.fingerprint;
+            held.fence = self.next_fence();
+            held.lease_until = now + request.lease;
+            return Claim::Acquired {
+                fence: held.fence,
+                taken_over: true,
+            };
+        }
+        // Completed between the lock-free read and the lock: completion inserts the outcome
+        // before it removes the claim, under this shard lock. An expired record is forgotten.
+        if let Some(done) = self.completed_or_forget(slot, request.key, now) {
+            return replay(&done, request.fingerprint);
+        }
+        let fence = self.next_fence();
+        shard.insert(
+            request.key.clone(),
+            Held {
+                owner: request.owner,
+                fence,
+                fingerprint: request.fingerprint,
+                lease_until: now + request.lease,
+                woken: None,
+            },
+        );
+        Claim::Acquired {
+            fence,
+            taken_over: false,
+        }
+    }
+
+    /// Applies `write` to the claim if `token` holds it; removes the claim when `write` says so.
+    fn fenced(&self, token: &ClaimToken, write: impl FnOnce(&mut Held) -> bool) -> Fence {
+        let mut shard = self.shard(token.key());
+        let Some(held) = shard.get_mut(token.key()) else {
+            return Fence::Lost;
+        };
+        if held.owner != token.owner() || held.fence != token.fence() {
+            return Fence::Lost;
+        }
+        if write(held)
+            && let Some(held) = shard.remove(token.key())
+            && let Some(woken) = held.woken
+        {
+            woken.notify_waiters();
+        }
+        Fence::Held
+    }
+
+    fn release_sync(&self, token: &ClaimToken) -> Fence {
+        self.fenced(token, |_| true)
+    }
+}
+
+fn replay(done: &Done, fingerprint: Fingerprint) -> Claim {
+    if done.fingerprint == fingerprint {
+        Claim::Completed(done.outcome.clone())
+    } else {
+        Claim::Mismatch
+    }
+}
+
+impl Store for MemoryStore {
+    fn claim(
+        &self,
+        request: &ClaimRequest<'_>,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        std::future::ready(Ok(self.claim_now(request)))
+    }
+
+    fn complete(
+        &self,
+        token: &ClaimToken,
+        outcome: &Outcome,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Fence, StoreError>> + Send {
+        let slot = self.slot(token.key());
+        let mut shard = self.shard_at(slot);
+        let fence = match shard.remove_entry(token.key()) {
+            Some((key, held)) if held.owner == token.owner() && held.fence == token.fence() => {
+                let now = Instant::now();
+                let done = Done {
+                    fingerprint: held.fingerprint,
+                    outcome: outcome.clone(),
+                    expires_at: now + ttl,
+                    ttl,
+                };
+                // The outcome is in place before the claim's removal is visible (the shard
+                // lock is held throughout), and the claim's key moves into the record.
+                self.insert_completed(slot, key, Arc::new(done), now);
+                drop(shard);
+                if let Some(woken) = held.woken {
+                    woken.notify_waiters();
+                }
+                Fence::Held
+            }
+            Some((key, held)) => {
+                shard.insert(key, held);
+                Fence::Lost
+            }
+            None => Fence::Lost,
+        };
+        std::future::ready(Ok(fence))
+    }
+
+    fn release(
+        &self,
+        token: &ClaimToken,
+    ) -> impl Future<Output = Result<Fence, StoreError>> + Send {
+        std::future::ready(Ok(self.release_sync(token)))
+    }
+
+    fn renew(
+        &self,
+        token: &ClaimToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Fence, StoreError>> + Send {
+        let fence = self.fenced(token, |held| {
+            held.lease_until = Instant::now() + lease;
+            false
+        });
+        std::future::ready(Ok(fence))
+    }
+
+    fn get(
+        &self,
+        key: &RecordKey,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send {
+        let now = Instant::now();
+        let record = if let Some(done) = self.completed(key, now) {
+            Some(Record::Completed {
+                fingerprint: done.fingerprint,
+                outcome: done.outcome.clone(),
+                expires_in: done.expires_at - now,
+            })
+        } else {
+            self.shard(key).get(key).map(|held| Record::InProgress {
+                owner: held.owner,
+                fence: held.fence,
+                fingerprint: held.fingerprint,
+                lease_left: held.lease_until.saturating_duration_since(now),
+            })
+        };
+        std::future::ready(Ok(record))
+    }
+
+    fn wait(
+        &self,
+        key: &RecordKey,
+        _attempt: u32,
+        max: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        // Register for the wake-up under the shard lock, so a completion between the caller's
+        // claim and this wait is never missed.
+        let notified = self.shard(key).get_mut(key).map(|held| {
+            let woken = held.woken.get_or_insert_with(|| Arc::new(Notify::new()));
+            let mut notified = Box::pin(Arc::clone(woken).notified_owned());
+            notified.as_mut().enable();
+            notified
+        });
+        async move {
+            if let Some(notified) = notified {
+                let _ = tokio::time::timeout(max, notified).await;
+            }
+            Ok(())
+        }
+    }
+
+    fn release_now(&self, token: &ClaimToken) -> bool {
+        let _ = self.release_sync(token);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::OutcomeKind;
+
+    async fn complete_now(store: &MemoryStore, key: &RecordKey, body: &[u8], ttl: Duration) {
+        let owner = Owner::new();
+        let request = ClaimRequest {
+            key,
+            fingerprint: Fingerprint::from_bytes([7; 32]),
+            owner,
+            lease: Duration::from_secs(30),
+        };
+        let Claim::Acquired { fence, .. } = store.claim_now(&request) else {
+            panic!("expected to acquire {key:?}");
+        };
+        let token = ClaimToken::new(key.clone(), owner, fence);
+        let outcome = Outcome::new(OutcomeKind::Ok, body.to_vec());
+        assert_eq!(
+            store.complete(&token, &outcome, ttl).await.unwrap(),
+            Fence::Held
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_replay_index_sweeps_out_its_expired_records() {
+        let store = MemoryStore::new();
+        let index = store
+            .inner
+            .index
+            .as_ref()
+            .expect("an unbounded store has the index");
+        let key = RecordKey::new("s", "k").unwrap();
+        complete_now(&store, &key, b"1", Duration::from_millis(1)).await;
+        assert!(
+            index.get(store.slot(&key), &key).is_some(),
+            "written to the index with moka"
+        );
+
+        // Expired by tokio's clock: it reads as absent at once, and the key is new again.
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(store.completed(&key, Instant::now()).is_none());
+        complete_now(&store, &key, b"2", Duration::from_secs(60)).await;
+        let done = store.completed(&key, Instant::now()).expect("replayed");
+        assert_eq!(&done.outcome.bytes()[..], b"2");
+
+        // Many short-lived records, then enough live ones to make every shard sweep: the index
+        // keeps the live ones and no more than twice as many entries as it has live records.
+        for i in 0..2_000 {
+            let key = RecordKey::new("s", format!("old-{i}")).unwrap();
+            complete_now(&store, &key, b"x", Duration::from_millis(1)).await;
+        }
+        tokio::time::advance(Duration::from_millis(2)).await;
+        for i in 0..(SHARDS * MIN_SWEEP * 2) {
+            let key = RecordKey::new("s", format!("new-{i}")).unwrap();
+            complete_now(&store, &key, b"y", Duration::from_secs(60)).await;
+        }
+        let entries: usize = index.shards.iter().map(|s| read(s).records.len()).sum();
+        let live = SHARDS * MIN_SWEEP * 2 + 1;
+        assert!(
+            entries < 2 * live + SHARDS * MIN_SWEEP,
+            "{entries} entries, {live} live"
+        );
+        let old_left = index
+            .shards
+            .iter()
+            .map(|s| {
+                read(s)
+                    .records
+                    .keys()
+                    .filter(|k| k.key().starts_with("old-"))
+                    .count()
+            })
+            .sum::<usize>();
+        assert!(
+            old_left < 2_000,
+            "expired records were swept: {old_left} left"
+        );
+        for i in (0..SHARDS * MIN_SWEEP * 2).step_by(97) {
+            let key = RecordKey::new("s", format!("new-{i}")).unwrap();
+            assert!(store.completed(&key, Instant::now()).is_some());
+        }
+        assert!(store.completed(&key, Instant::now()).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_claim_nobody_waits_for_allocates_no_notify() {
+        let store = MemoryStore::new();
+        let key = RecordKey::new("s", "k").unwrap();
+        let request = ClaimRequest {
+            key: &key,
+            fingerprint: Fingerprint::from_bytes([7; 32]),
+            owner: Owner::new(),
+            lease: Duration::from_secs(30),
+        };
+        assert!(matches!(store.claim_now(&request), Claim::Acquired { .. }));
+        assert!(store.shard(&key).get(&key).unwrap().woken.is_none());
+        let wait = store.wait(&key, 0, Duration::from_secs(1));
+        assert!(store.shard(&key).get(&key).unwrap().woken.is_some());
+        drop(wait);
+    }
+
+    #[tokio::test]
+    async fn a_bounded_store_reads_through_moka() {
+        let store = MemoryStore::builder().max_capacity(10).build();
+        assert!(store.inner.index.is_none());
+        let key = RecordKey::new("s", "k").unwrap();
+        complete_now(&store, &key, b"1", Duration::from_secs(60)).await;
+        assert!(store.completed(&key, Instant::now()).is_some());
+    }
+}
