@@ -705,3 +705,106 @@ async fn tuple_keys_keep_their_parts_apart() {
     assert_eq!(tenant_order(&store, &runs, "acme:1", 1).await.unwrap(), 1);
     assert_eq!(tenant_order(&store, &runs, "globex", 1).await.unwrap(), 2);
 }
+
+/// Counts how many times a stored outcome was decoded (its `Deserialize` runs).
+static DECODES: AtomicUsize = AtomicUsize::new(0);
+static PLAIN_DECODES: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+struct CountedReceipt(u64);
+
+impl<'de> serde::Deserialize<'de> for CountedReceipt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        DECODES.fetch_add(1, Ordering::SeqCst);
+        u64::deserialize(d).map(CountedReceipt)
+    }
+}
+
+/// Not `Clone`: every replay has to decode.
+#[derive(Debug, PartialEq, serde::Serialize)]
+struct PlainReceipt(u64);
+
+impl<'de> serde::Deserialize<'de> for PlainReceipt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PLAIN_DECODES.fetch_add(1, Ordering::SeqCst);
+        u64::deserialize(d).map(PlainReceipt)
+    }
+}
+
+#[idempotent(key = id, store = store, skip(store, runs))]
+async fn counted(
+    store: &MemoryStore,
+    runs: &AtomicUsize,
+    id: u64,
+) -> Result<CountedReceipt, PaymentError> {
+    Ok(CountedReceipt(
+        runs.fetch_add(1, Ordering::SeqCst) as u64 + 100 + id,
+    ))
+}
+
+#[idempotent(key = id, store = store, skip(store, runs))]
+async fn plain(
+    store: &MemoryStore,
+    runs: &AtomicUsize,
+    id: u64,
+) -> Result<PlainReceipt, PaymentError> {
+    Ok(PlainReceipt(
+        runs.fetch_add(1, Ordering::SeqCst) as u64 + 100 + id,
+    ))
+}
+
+#[tokio::test]
+async fn replays_of_a_clone_type_decode_once_per_record() {
+    let store = MemoryStore::new();
+    let runs = AtomicUsize::new(0);
+    let first = counted(&store, &runs, 1).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(counted(&store, &runs, 1).await.unwrap(), first);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        DECODES.load(Ordering::SeqCst),
+        1,
+        "five replays, one decode: the rest are clones"
+    );
+
+    // A type that is not `Clone` decodes on every replay, and gets the same value.
+    let runs = AtomicUsize::new(0);
+    let first = plain(&store, &runs, 1).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(plain(&store, &runs, 1).await.unwrap(), first);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(PLAIN_DECODES.load(Ordering::SeqCst), 5);
+}
+
+#[idempotent(key = id, store = store, scope = "shared::scope", skip(store))]
+async fn as_integer(store: &MemoryStore, id: u64) -> Result<u64, PaymentError> {
+    Ok(id * 10)
+}
+
+#[idempotent(key = id, store = store, scope = "shared::scope", skip(store))]
+async fn as_float(store: &MemoryStore, id: u64) -> Result<f64, PaymentError> {
+    let _ = id;
+    unreachable!("the record of `as_integer` is replayed")
+}
+
+#[idempotent(key = id, store = store, scope = "shared::scope", skip(store))]
+async fn as_text(store: &MemoryStore, id: u64) -> Result<String, PaymentError> {
+    let _ = id;
+    unreachable!("the record of `as_integer` is replayed")
+}
+
+#[tokio::test]
+async fn functions_sharing_a_scope_replay_the_record_as_their_own_type() {
+    let store = MemoryStore::new();
+    assert_eq!(as_integer(&store, 4).await.unwrap(), 40);
+    assert_eq!(as_integer(&store, 4).await.unwrap(), 40, "decoded and kept");
+    // The record holds a decoded `u64` now; another type decodes the stored bytes itself.
+    assert_eq!(as_float(&store, 4).await.unwrap(), 40.0);
+    assert!(matches!(
+        as_text(&store, 4).await.unwrap_err().idem(),
+        Error::Codec(_)
+    ));
+    assert_eq!(as_integer(&store, 4).await.unwrap(), 40);
+}

@@ -9,7 +9,7 @@ pub use core::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::call::{Concurrency, NoReplay, Options, ReplayErr};
+pub use crate::call::{ByClone, ByJson, Concurrency, DecodeOk, NoReplay, Options, ReplayErr};
 pub use crate::default::default_store;
 use crate::error::Error;
 use crate::fingerprint::{Fingerprint, Fingerprinter};
@@ -125,13 +125,48 @@ where
     ReplayErr(decides)
 }
 
+/// Picks how replays decode the `Ok` type of `R`, by auto-ref: `(&&Decoder::<R>::new())
+/// .__idem_decoder()` is [`ByClone`] when `R::Ok` is `Clone + Send + Sync + 'static` (the
+/// impl on `&Decoder` is found first), [`ByJson`] otherwise.
+pub struct Decoder<R>(std::marker::PhantomData<fn() -> R>);
+
+impl<R> Decoder<R> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Decoder(std::marker::PhantomData)
+    }
+}
+
+pub trait ViaClone {
+    fn __idem_decoder(&self) -> ByClone {
+        ByClone
+    }
+}
+
+impl<R> ViaClone for &Decoder<R>
+where
+    R: IdemResult,
+    R::Ok: Clone + Send + Sync + 'static,
+{
+}
+
+pub trait ViaJson {
+    fn __idem_decoder(&self) -> ByJson {
+        ByJson
+    }
+}
+
+impl<R> ViaJson for Decoder<R> {}
+
 /// `run`, typed by the function's declared return type `R`.
-pub async fn call<R, S, P, F>(
+#[allow(clippy::too_many_arguments)]
+pub async fn call<R, S, P, D, F>(
     store: &S,
     options: Options,
     key: Option<String>,
     fingerprint: Result<Fingerprint, Error>,
     policy: P,
+    decoder: D,
     body: F,
 ) -> R
 where
@@ -140,10 +175,13 @@ where
     R::Err: FromIdemError,
     S: Store,
     P: crate::call::ErrorPolicy<R::Err>,
+    D: DecodeOk<R::Ok>,
     F: Future<Output = R>,
 {
     let body = async move { body.await.into_result() };
-    R::from_result(crate::call::run(store, options, key, fingerprint, policy, body).await)
+    R::from_result(
+        crate::call::run_decoding(store, options, key, fingerprint, policy, decoder, body).await,
+    )
 }
 
 /// `postgres::run_in_transaction`, typed by the function's declared return type `R`: what

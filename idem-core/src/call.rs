@@ -193,6 +193,55 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     })
 }
 
+/// How a replay turns a stored `Ok` outcome back into the function's value.
+///
+/// [`ByJson`] decodes the stored bytes on every replay; [`ByClone`] decodes them once per
+/// record and clones the decoded value on later replays, where the store keeps a slot for it
+/// (the in-process stores do). `#[idempotent]` picks [`ByClone`] for every `Ok` type that is
+/// `Clone + Send + Sync + 'static`, and [`ByJson`] for the rest.
+pub trait DecodeOk<T> {
+    /// The value of a stored `Ok` outcome.
+    ///
+    /// # Errors
+    ///
+    /// The stored bytes are not a `T`.
+    fn decode_ok(&self, outcome: &Outcome) -> Result<T, CodecError>;
+}
+
+/// Decodes a stored outcome on every replay (see [`DecodeOk`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByJson;
+
+/// Decodes a stored outcome once per record, then clones it (see [`DecodeOk`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByClone;
+
+impl<T: DeserializeOwned> DecodeOk<T> for ByJson {
+    fn decode_ok(&self, outcome: &Outcome) -> Result<T, CodecError> {
+        decode(outcome.bytes())
+    }
+}
+
+impl<T: DeserializeOwned + Clone + Send + Sync + 'static> DecodeOk<T> for ByClone {
+    fn decode_ok(&self, outcome: &Outcome) -> Result<T, CodecError> {
+        let Some(memo) = outcome.memo() else {
+            return decode(outcome.bytes());
+        };
+        if let Some(decoded) = memo.get() {
+            // Another type under the same record (two functions sharing a scope) decodes as
+            // itself, and fails as a `Codec` error if it must.
+            return match decoded.downcast_ref::<T>() {
+                Some(value) => Ok(value.clone()),
+                None => decode(outcome.bytes()),
+            };
+        }
+        let value: T = decode(outcome.bytes())?;
+        // Two first replays may race: either value is the same decoded outcome.
+        let _ = memo.set(Box::new(value.clone()));
+        Ok(value)
+    }
+}
+
 /// Runs one idempotent call: what `#[idempotent]` expands to, without the macro.
 ///
 /// `key` is the idempotency key (`None`: the fingerprint's hex is the key), `fingerprint`
@@ -247,6 +296,31 @@ where
     P: ErrorPolicy<E>,
     F: Future<Output = Result<T, E>>,
 {
+    run_decoding(store, options, key, fingerprint, policy, ByJson, body).await
+}
+
+/// [`run`], with replays decoded by `decoder` (see [`DecodeOk`]).
+///
+/// # Errors
+///
+/// As [`run`].
+pub async fn run_decoding<S, T, E, P, D, F>(
+    store: &S,
+    options: Options,
+    key: Option<String>,
+    fingerprint: Result<Fingerprint, Error>,
+    policy: P,
+    decoder: D,
+    body: F,
+) -> Result<T, E>
+where
+    S: Store,
+    T: Serialize + DeserializeOwned,
+    E: From<Error>,
+    P: ErrorPolicy<E>,
+    D: DecodeOk<T>,
+    F: Future<Output = Result<T, E>>,
+{
     let (key, fingerprint) = record_key(&options, key, fingerprint)?;
     let mut waited_since: Option<Instant> = None;
     let mut attempt = 0;
@@ -274,7 +348,7 @@ where
             }
             Claim::Completed(outcome) => {
                 event!(debug, &key, "replayed");
-                return replay(&outcome, &policy);
+                return replay(&outcome, &policy, &decoder);
             }
             Claim::Mismatch => {
                 event!(debug, &key, "key reused with different arguments");
@@ -331,14 +405,16 @@ where
 }
 
 /// Decodes a stored outcome into what the function returns.
-pub(crate) fn replay<T, E, P>(outcome: &Outcome, policy: &P) -> Result<T, E>
+pub(crate) fn replay<T, E, P, D>(outcome: &Outcome, policy: &P, decoder: &D) -> Result<T, E>
 where
-    T: DeserializeOwned,
     E: From<Error>,
     P: ErrorPolicy<E>,
+    D: DecodeOk<T>,
 {
     match outcome.kind() {
-        OutcomeKind::Ok => decode(outcome.bytes()).map_err(|err| Error::Codec(err).into()),
+        OutcomeKind::Ok => decoder
+            .decode_ok(outcome)
+            .map_err(|err| Error::Codec(err).into()),
         OutcomeKind::Err => match policy.decode(outcome.bytes()) {
             Ok(err) => Err(err),
             Err(codec) => Err(Error::Codec(codec).into()),

@@ -119,7 +119,10 @@ pub mod postgres;
 #[doc(hidden)]
 pub mod __private;
 
-pub use call::{Concurrency, ErrorPolicy, NoReplay, Options, ReplayErr, run};
+pub use call::{
+    ByClone, ByJson, Concurrency, DecodeOk, ErrorPolicy, NoReplay, Options, ReplayErr, run,
+    run_decoding,
+};
 pub use default::{DefaultStore, DefaultStoreAlreadySet, default_store, set_default_store};
 pub use error::{CodecError, Error, KeyError, StoreError};
 pub use fingerprint::{Fingerprint, FingerprintError, Fingerprinter};

@@ -314,10 +314,23 @@ impl OutcomeKind {
 }
 
 /// A stored outcome: its kind and the encoded value (JSON).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// An in-process store also hands out, with the outcome, a slot where the runtime keeps the
+/// value once it has been decoded: replays of a `Clone` type then clone that value instead of
+/// decoding the bytes again. Outcomes compare by kind and bytes alone.
+#[derive(Clone)]
 pub struct Outcome {
     kind: OutcomeKind,
     bytes: Bytes,
+    memo: Option<Arc<dyn MemoSlot>>,
+}
+
+/// A decoded outcome, kept beside its record (see [`Outcome`]).
+pub(crate) type Memo = std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>;
+
+/// What holds a record's [`Memo`]: the record itself, so the slot costs no allocation of its own.
+pub(crate) trait MemoSlot: Send + Sync {
+    fn memo(&self) -> &Memo;
 }
 
 impl Outcome {
@@ -333,6 +346,7 @@ impl Outcome {
         Outcome {
             kind,
             bytes: bytes.into(),
+            memo: None,
         }
     }
 
@@ -344,6 +358,34 @@ impl Outcome {
     /// The encoded value.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
+    }
+
+    /// The same outcome, with the slot its record keeps the decoded value in.
+    pub(crate) fn with_memo(mut self, slot: Arc<dyn MemoSlot>) -> Self {
+        self.memo = Some(slot);
+        self
+    }
+
+    /// The slot for the decoded value, if the store keeps one.
+    pub(crate) fn memo(&self) -> Option<&Memo> {
+        self.memo.as_deref().map(MemoSlot::memo)
+    }
+}
+
+impl PartialEq for Outcome {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.bytes == other.bytes
+    }
+}
+
+impl Eq for Outcome {}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outcome")
+            .field("kind", &self.kind)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
     }
 }
 

@@ -65,6 +65,7 @@ fn generate(args: &Args, item: &ItemFn, func: &Func<'_>) -> TokenStream {
     let fingerprint = local("__idem_fingerprint");
     let body = local("__idem_body");
     let fake = local("__idem_ret");
+    let decoder = local("__idem_decoder");
 
     let scope = match &args.scope {
         Some(lit) => lit.to_token_stream(),
@@ -118,6 +119,21 @@ fn generate(args: &Args, item: &ItemFn, func: &Func<'_>) -> TokenStream {
             .map(|(ident, ty)| quote_spanned!(ty.span()=> .arg(&#ident)))
             .collect(),
     };
+    // Replays of a `Clone` outcome clone the value decoded once (auto-ref picks it); a return
+    // type that names a lifetime cannot be `'static`, so it always decodes.
+    // (The transactional mode reads records from PostgreSQL, which keeps no decoded values.)
+    let decoder_let = if args.transaction.is_some() {
+        TokenStream::new()
+    } else if names_a_lifetime(ret) {
+        quote!(let #decoder = #private::ByJson;)
+    } else {
+        quote! {
+            let #decoder = {
+                use #private::{ViaClone as _, ViaJson as _};
+                (&&#private::Decoder::<#ret>::new()).__idem_decoder()
+            };
+        }
+    };
     let policy = match &args.replay_err {
         Some(decides) => quote_spanned!(decides.span()=> #private::replay_err::<#ret>(#decides)),
         None => quote!(#private::NoReplay),
@@ -127,7 +143,7 @@ fn generate(args: &Args, item: &ItemFn, func: &Func<'_>) -> TokenStream {
     let private_at_ret = respan(private.clone(), ret.span());
     let call = match &args.transaction {
         None => quote_spanned! {ret.span()=>
-            #private_at_ret::call::<#ret, _, _, _>(#store.__idem_store(), #options, #key, #fingerprint, #policy, #body).await
+            #private_at_ret::call::<#ret, _, _, _, _>(#store.__idem_store(), #options, #key, #fingerprint, #policy, #decoder, #body).await
         },
         // The key record is written on the caller's transaction, and the body gets it back as
         // the closure's argument, under the same name.
@@ -152,6 +168,7 @@ fn generate(args: &Args, item: &ItemFn, func: &Func<'_>) -> TokenStream {
         let #options = #private::Options::new(#scope) #settings;
         let #key: ::core::option::Option<::std::string::String> = #key_expr;
         let #fingerprint = #private::FingerprintBuilder::new() #(#hashed)* .finish();
+        #decoder_let
         let #body = #body_head {
             // Fixes the body's type to the declared one, so `?` and `return` infer as written.
             #[allow(unreachable_code, clippy::diverging_sub_expression)]
@@ -193,4 +210,18 @@ fn generate(args: &Args, item: &ItemFn, func: &Func<'_>) -> TokenStream {
             }
         }
     }
+}
+
+/// Whether a type names a lifetime or a reference anywhere (`Cow<'a, str>`, `&str`).
+fn names_a_lifetime(ty: &syn::Type) -> bool {
+    fn walk(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Group(group) => walk(group.stream()),
+            proc_macro2::TokenTree::Punct(punct) => {
+                punct.as_char() == '\'' || punct.as_char() == '&'
+            }
+            _ => false,
+        })
+    }
+    walk(ty.to_token_stream())
 }

@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
 use crate::key::RecordKey;
-use crate::store::{Claim, ClaimRequest, ClaimToken, Fence, Outcome, Owner, Record, Store};
+use crate::store::{
+    Claim, ClaimRequest, ClaimToken, Fence, Memo, MemoSlot, Outcome, Owner, Record, Store,
+};
 
 const SHARDS: usize = 64;
 
@@ -164,6 +166,14 @@ struct Done {
     outcome: Outcome,
     expires_at: Instant,
     ttl: Duration,
+    /// The outcome once decoded, for replays of a `Clone` type (see [`Outcome`]).
+    memo: Memo,
+}
+
+impl MemoSlot for Done {
+    fn memo(&self) -> &Memo {
+        &self.memo
+    }
 }
 
 struct TtlExpiry;
@@ -326,7 +336,7 @@ impl MemoryStore {
         let slot = self.slot(request.key);
         // Replays take no lock: a completed, unexpired record excludes any claim.
         if let Some(done) = self.completed_at(slot, request.key, now) {
-            return replay(&done, request.fingerprint);
+            return replay(done, request.fingerprint);
         }
         let mut shard = self.shard_at(slot);
         if let Some(held) = shard.get_mut(request.key) {
@@ -352,7 +362,7 @@ impl MemoryStore {
         // Completed between the lock-free read and the lock: completion inserts the outcome
         // before it removes the claim, under this shard lock. An expired record is forgotten.
         if let Some(done) = self.completed_or_forget(slot, request.key, now) {
-            return replay(&done, request.fingerprint);
+            return replay(done, request.fingerprint);
         }
         let fence = self.next_fence();
         shard.insert(
@@ -394,9 +404,9 @@ impl MemoryStore {
     }
 }
 
-fn replay(done: &Done, fingerprint: Fingerprint) -> Claim {
+fn replay(done: Arc<Done>, fingerprint: Fingerprint) -> Claim {
     if done.fingerprint == fingerprint {
-        Claim::Completed(done.outcome.clone())
+        Claim::Completed(done.outcome.clone().with_memo(done))
     } else {
         Claim::Mismatch
     }
@@ -426,6 +436,7 @@ impl Store for MemoryStore {
                     outcome: outcome.clone(),
                     expires_at: now + ttl,
                     ttl,
+                    memo: Memo::new(),
                 };
                 // The outcome is in place before the claim's removal is visible (the shard
                 // lock is held throughout), and the claim's key moves into the record.

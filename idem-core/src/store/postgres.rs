@@ -36,7 +36,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::{Postgres, Row};
 use tokio::time::Instant;
 
-use crate::call::{Concurrency, ErrorPolicy, Options, outcome_of, record_key, replay};
+use crate::call::{ByJson, Concurrency, ErrorPolicy, Options, outcome_of, record_key, replay};
 use crate::error::{Error, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::key::RecordKey;
@@ -1036,7 +1036,7 @@ where
             }
             Ok(Claim::Completed(outcome)) => {
                 event!(debug, &key, "replayed");
-                return replay(&outcome, &policy);
+                return replay(&outcome, &policy, &ByJson);
             }
             Ok(Claim::Mismatch) => return Err(Error::Mismatch.into()),
             Ok(Claim::Busy { retry_after }) => {
