@@ -145,10 +145,14 @@ impl From<FingerprintError> for crate::Error {
 /// Where canonical bytes go: the hasher, or a buffer for a map entry that is sorted later.
 trait Sink {
     fn put(&mut self, bytes: &[u8]);
+
+    fn put_byte(&mut self, byte: u8) {
+        self.put(&[byte]);
+    }
 }
 
 /// The hasher, fed through a small buffer: canonical bytes come in many tiny pieces (a tag byte,
-/// an 8-byte length, a short string), and one `update` per piece costs more than the hashing.
+/// a varint length, a short string), and one `update` per piece costs more than the hashing.
 /// The bytes hashed, and so the fingerprint, are the same.
 struct Buffered<'a> {
     hasher: &'a mut Sha256,
@@ -157,7 +161,8 @@ struct Buffered<'a> {
 }
 
 impl<'a> Buffered<'a> {
-    const CAPACITY: usize = 256;
+    /// Two SHA-256 blocks: a typical request is hashed by one `update` at the end.
+    const CAPACITY: usize = 128;
 
     fn new(hasher: &'a mut Sha256) -> Self {
         Buffered {
@@ -173,19 +178,42 @@ impl<'a> Buffered<'a> {
             self.len = 0;
         }
     }
+
+    /// The slow path of `put`: the buffer is full, or `bytes` is large.
+    #[cold]
+    fn spill(&mut self, bytes: &[u8]) {
+        self.flush();
+        if bytes.len() > Buffered::CAPACITY / 2 {
+            self.hasher.update(bytes);
+        } else {
+            self.buf[..bytes.len()].copy_from_slice(bytes);
+            self.len = bytes.len();
+        }
+    }
 }
 
 impl Sink for Buffered<'_> {
+    #[inline]
     fn put(&mut self, bytes: &[u8]) {
-        if bytes.len() > Buffered::CAPACITY - self.len {
-            self.flush();
-            if bytes.len() > Buffered::CAPACITY / 2 {
-                self.hasher.update(bytes);
-                return;
+        let end = self.len + bytes.len();
+        match self.buf.get_mut(self.len..end) {
+            Some(room) => {
+                room.copy_from_slice(bytes);
+                self.len = end;
             }
+            None => self.spill(bytes),
         }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
+    }
+
+    #[inline]
+    fn put_byte(&mut self, byte: u8) {
+        match self.buf.get_mut(self.len) {
+            Some(slot) => {
+                *slot = byte;
+                self.len += 1;
+            }
+            None => self.spill(&[byte]),
+        }
     }
 }
 
@@ -200,6 +228,10 @@ impl Sink for Sha256 {
 impl Sink for Vec<u8> {
     fn put(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
+    }
+
+    fn put_byte(&mut self, byte: u8) {
+        self.push(byte);
     }
 }
 
@@ -229,13 +261,23 @@ struct Canonical<'a, S: Sink> {
 
 impl<S: Sink> Canonical<'_, S> {
     fn tagged(&mut self, tag: u8, bytes: &[u8]) {
-        self.sink.put(&[tag]);
+        self.sink.put_byte(tag);
         self.sink.put(bytes);
     }
 
     /// The tag, then `v` as an unsigned LEB128 varint (self-delimiting, so what follows cannot
     /// run into it).
-    fn varint(&mut self, tag: u8, mut v: u128) {
+    #[inline]
+    fn varint(&mut self, tag: u8, v: u128) {
+        match u64::try_from(v) {
+            // A length, or an integer that fits 64 bits: one or two bytes, usually.
+            Ok(v) if v < 0x80 => self.sink.put(&[tag, v as u8]),
+            Ok(v) => self.varint_long(tag, v.into()),
+            Err(_) => self.varint_long(tag, v),
+        }
+    }
+
+    fn varint_long(&mut self, tag: u8, mut v: u128) {
         let mut out = [0u8; 1 + 19];
         out[0] = tag;
         let mut len = 1;
@@ -344,17 +386,17 @@ impl<'a, 'b, S: Sink> ser::Serializer for &'a mut Canonical<'b, S> {
     }
 
     fn serialize_none(self) -> Result<(), FingerprintError> {
-        self.sink.put(&[tag::NONE]);
+        self.sink.put_byte(tag::NONE);
         Ok(())
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), FingerprintError> {
-        self.sink.put(&[tag::SOME]);
+        self.sink.put_byte(tag::SOME);
         value.serialize(self)
     }
 
     fn serialize_unit(self) -> Result<(), FingerprintError> {
-        self.sink.put(&[tag::UNIT]);
+        self.sink.put_byte(tag::UNIT);
         Ok(())
     }
 
@@ -392,7 +434,7 @@ impl<'a, 'b, S: Sink> ser::Serializer for &'a mut Canonical<'b, S> {
     }
 
     fn serialize_seq(self, _len: Option<usize>) -> Result<Self, FingerprintError> {
-        self.sink.put(&[tag::SEQ]);
+        self.sink.put_byte(tag::SEQ);
         Ok(self)
     }
 
@@ -428,7 +470,7 @@ impl<'a, 'b, S: Sink> ser::Serializer for &'a mut Canonical<'b, S> {
     }
 
     fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Self, FingerprintError> {
-        self.sink.put(&[tag::STRUCT]);
+        self.sink.put_byte(tag::STRUCT);
         Ok(self)
     }
 
@@ -455,7 +497,7 @@ macro_rules! seq_like {
             }
 
             fn end(self) -> Result<(), FingerprintError> {
-                self.sink.put(&[tag::SEQ_END]);
+                self.sink.put_byte(tag::SEQ_END);
                 Ok(())
             }
         }
@@ -485,7 +527,7 @@ macro_rules! struct_like {
             }
 
             fn end(self) -> Result<(), FingerprintError> {
-                self.sink.put(&[tag::STRUCT_END]);
+                self.sink.put_byte(tag::STRUCT_END);
                 Ok(())
             }
         }
@@ -527,12 +569,12 @@ impl<S: Sink> ser::SerializeMap for MapEntries<'_, '_, S> {
 
     fn end(mut self) -> Result<(), FingerprintError> {
         self.entries.sort_unstable();
-        self.out.sink.put(&[tag::MAP]);
+        self.out.sink.put_byte(tag::MAP);
         for (key, value) in &self.entries {
             self.out.sink.put(key);
             self.out.sink.put(value);
         }
-        self.out.sink.put(&[tag::MAP_END]);
+        self.out.sink.put_byte(tag::MAP_END);
         Ok(())
     }
 }
