@@ -1,8 +1,6 @@
 //! [`MemoryStore`]: records in this process, on moka.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -18,6 +16,10 @@ use crate::key::RecordKey;
 use crate::store::{
     Claim, ClaimRequest, ClaimToken, Fence, Memo, MemoSlot, Outcome, Owner, Record, Store,
 };
+
+mod keymap;
+
+use keymap::{At, Hasher, KeyMap};
 
 const SHARDS: usize = 64;
 
@@ -50,7 +52,7 @@ pub struct MemoryStore {
 }
 
 struct Inner {
-    claims: Box<[Mutex<HashMap<RecordKey, Held, Hasher>>]>,
+    claims: Box<[Mutex<KeyMap<Held>>]>,
     done: moka::sync::Cache<RecordKey, Arc<Done>, Hasher>,
     /// Unbounded stores only: the records in `done`, for replays (see [`Index`]).
     index: Option<Index>,
@@ -58,10 +60,10 @@ struct Inner {
     hasher: Hasher,
 }
 
-/// The hasher of every map here: foldhash, keyed with a random seed per map. A first call hashes
-/// its key half a dozen times (shard, claim map, moka's insert and key lock, the index), and with
-/// SipHash, std's default, that was about a tenth of its instructions.
-type Hasher = foldhash::quality::RandomState;
+// The hasher of every map here is foldhash, keyed with a random seed per store. A first call
+// used to hash its key half a dozen times (shard, claim map, moka's insert and key lock, the
+// index), and with SipHash, std's default, that was about a tenth of its instructions; now the
+// store hashes a key once per call ([`At`]) and the claim map and the index reuse that hash.
 
 /// The completed records of an unbounded store, by key: what replays read.
 ///
@@ -77,13 +79,13 @@ type Hasher = foldhash::quality::RandomState;
 /// shard lock, so a reader that misses both the index and the claim map cannot miss a
 /// completion.
 ///
-/// Its shards are the claim map's: one hash of the key picks both.
+/// Its shards are the claim map's: one hash of the key picks both, and finds the key in both.
 struct Index {
     shards: Box<[RwLock<IndexShard>]>,
 }
 
 struct IndexShard {
-    records: HashMap<RecordKey, Arc<Done>, Hasher>,
+    records: KeyMap<Arc<Done>>,
     /// The size at which the next insert sweeps out expired records.
     sweep_at: usize,
 }
@@ -92,12 +94,12 @@ struct IndexShard {
 const MIN_SWEEP: usize = 64;
 
 impl Index {
-    fn new() -> Self {
+    fn new(hasher: &Hasher) -> Self {
         Index {
             shards: (0..SHARDS)
                 .map(|_| {
                     RwLock::new(IndexShard {
-                        records: HashMap::with_hasher(Hasher::default()),
+                        records: KeyMap::new(hasher.clone()),
                         sweep_at: MIN_SWEEP,
                     })
                 })
@@ -105,34 +107,34 @@ impl Index {
         }
     }
 
-    fn get(&self, slot: usize, key: &RecordKey) -> Option<Arc<Done>> {
-        read(&self.shards[slot]).records.get(key).cloned()
+    fn get(&self, at: At, key: &RecordKey) -> Option<Arc<Done>> {
+        read(&self.shards[at.shard]).records.get(at, key).cloned()
     }
 
     /// Inserts `key`'s record; first sweeps out the shard's records expired at `now` if the
     /// shard has doubled since its last sweep.
-    fn insert(&self, slot: usize, key: RecordKey, done: Arc<Done>, now: Instant) {
-        let mut shard = write(&self.shards[slot]);
+    fn insert(&self, at: At, key: RecordKey, done: Arc<Done>, now: Instant) {
+        let mut shard = write(&self.shards[at.shard]);
         if shard.records.len() >= shard.sweep_at {
-            shard.records.retain(|_, done| done.expires_at > now);
+            shard.records.retain(|done| done.expires_at > now);
             shard.sweep_at = (shard.records.len() * 2).max(MIN_SWEEP);
         }
-        shard.records.insert(key, done);
+        shard.records.insert(at, key, done);
     }
 
     /// `key`'s record if it is unexpired at `now`; an expired one is removed (and reported as
     /// `Err`, so moka can be told to drop it too).
     fn live_or_remove(
         &self,
-        slot: usize,
+        at: At,
         key: &RecordKey,
         now: Instant,
     ) -> Result<Option<Arc<Done>>, ()> {
-        let mut shard = write(&self.shards[slot]);
-        match shard.records.get(key) {
+        let mut shard = write(&self.shards[at.shard]);
+        match shard.records.get(at, key) {
             Some(done) if done.expires_at > now => Ok(Some(Arc::clone(done))),
             Some(_) => {
-                shard.records.remove(key);
+                shard.records.remove(at, key);
                 Err(())
             }
             None => Ok(None),
@@ -211,6 +213,7 @@ impl MemoryStoreBuilder {
 
     /// The store.
     pub fn build(self) -> MemoryStore {
+        let hasher = Hasher::default();
         let mut done = moka::sync::Cache::builder()
             .expire_after(TtlExpiry)
             .eviction_policy(EvictionPolicy::lru());
@@ -219,17 +222,17 @@ impl MemoryStoreBuilder {
                 done = done.max_capacity(max);
                 None
             }
-            None => Some(Index::new()),
+            None => Some(Index::new(&hasher)),
         };
         MemoryStore {
             inner: Arc::new(Inner {
                 claims: (0..SHARDS)
-                    .map(|_| Mutex::new(HashMap::with_hasher(Hasher::default())))
+                    .map(|_| Mutex::new(KeyMap::new(hasher.clone())))
                     .collect(),
                 done: done.build_with_hasher(Hasher::default()),
                 index,
                 fences: AtomicU64::new(0),
-                hasher: Default::default(),
+                hasher,
             }),
         }
     }
@@ -260,19 +263,15 @@ impl MemoryStore {
         MemoryStoreBuilder::default()
     }
 
-    /// The shard of `key`, in the claim map and the index alike.
-    fn slot(&self, key: &RecordKey) -> usize {
-        self.inner.hasher.hash_one(key) as usize % SHARDS
+    /// Where `key` lives, in the claim map and the index alike.
+    fn at(&self, key: &RecordKey) -> At {
+        At::of(&self.inner.hasher, key, SHARDS)
     }
 
-    fn shard(&self, key: &RecordKey) -> MutexGuard<'_, HashMap<RecordKey, Held, Hasher>> {
-        self.shard_at(self.slot(key))
-    }
-
-    fn shard_at(&self, index: usize) -> MutexGuard<'_, HashMap<RecordKey, Held, Hasher>> {
+    fn shard(&self, at: At) -> MutexGuard<'_, KeyMap<Held>> {
         // A poisoned shard only means a panic elsewhere while it was held; its map is intact
         // because every change to it is a single insert or remove.
-        self.inner.claims[index]
+        self.inner.claims[at.shard]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -283,12 +282,12 @@ impl MemoryStore {
 
     /// The completed, unexpired record of `key`.
     fn completed(&self, key: &RecordKey, now: Instant) -> Option<Arc<Done>> {
-        self.completed_at(self.slot(key), key, now)
+        self.completed_at(self.at(key), key, now)
     }
 
-    fn completed_at(&self, slot: usize, key: &RecordKey, now: Instant) -> Option<Arc<Done>> {
+    fn completed_at(&self, at: At, key: &RecordKey, now: Instant) -> Option<Arc<Done>> {
         match &self.inner.index {
-            Some(index) => index.get(slot, key),
+            Some(index) => index.get(at, key),
             None => self.inner.done.get(key),
         }
         .filter(|done| done.expires_at > now)
@@ -296,13 +295,13 @@ impl MemoryStore {
 
     /// The completed, unexpired record of `key`; an expired one is forgotten (called under its
     /// claim shard's lock, before a claim).
-    fn completed_or_forget(&self, slot: usize, key: &RecordKey, now: Instant) -> Option<Arc<Done>> {
+    fn completed_or_forget(&self, at: At, key: &RecordKey, now: Instant) -> Option<Arc<Done>> {
         match &self.inner.index {
             // Every record in moka was written to the index first, and one the index has swept
             // out is expired by then (moka drops it by its TTL, or the next completion of the
             // key replaces it), so a key absent from the index needs no moka call: the usual
             // first call skips one.
-            Some(index) => match index.live_or_remove(slot, key, now) {
+            Some(index) => match index.live_or_remove(at, key, now) {
                 Ok(live) => live,
                 Err(()) => {
                     self.inner.done.invalidate(key);
@@ -324,22 +323,22 @@ impl MemoryStore {
     }
 
     /// Stores a completed record (called under its claim shard's lock, before the claim goes).
-    fn insert_completed(&self, slot: usize, key: RecordKey, done: Arc<Done>, now: Instant) {
+    fn insert_completed(&self, at: At, key: RecordKey, done: Arc<Done>, now: Instant) {
         if let Some(index) = &self.inner.index {
-            index.insert(slot, key.clone(), Arc::clone(&done), now);
+            index.insert(at, key.clone(), Arc::clone(&done), now);
         }
         self.inner.done.insert(key, done);
     }
 
     fn claim_now(&self, request: &ClaimRequest<'_>) -> Claim {
         let now = Instant::now();
-        let slot = self.slot(request.key);
+        let at = self.at(request.key);
         // Replays take no lock: a completed, unexpired record excludes any claim.
-        if let Some(done) = self.completed_at(slot, request.key, now) {
+        if let Some(done) = self.completed_at(at, request.key, now) {
             return replay(done, request.fingerprint);
         }
-        let mut shard = self.shard_at(slot);
-        if let Some(held) = shard.get_mut(request.key) {
+        let mut shard = self.shard(at);
+        if let Some(held) = shard.get_mut(at, request.key) {
             if held.lease_until > now {
                 return if held.fingerprint == request.fingerprint {
                     Claim::Busy {
@@ -361,11 +360,12 @@ impl MemoryStore {
         }
         // Completed between the lock-free read and the lock: completion inserts the outcome
         // before it removes the claim, under this shard lock. An expired record is forgotten.
-        if let Some(done) = self.completed_or_forget(slot, request.key, now) {
+        if let Some(done) = self.completed_or_forget(at, request.key, now) {
             return replay(done, request.fingerprint);
         }
         let fence = self.next_fence();
         shard.insert(
+            at,
             request.key.clone(),
             Held {
                 owner: request.owner,
@@ -383,15 +383,16 @@ impl MemoryStore {
 
     /// Applies `write` to the claim if `token` holds it; removes the claim when `write` says so.
     fn fenced(&self, token: &ClaimToken, write: impl FnOnce(&mut Held) -> bool) -> Fence {
-        let mut shard = self.shard(token.key());
-        let Some(held) = shard.get_mut(token.key()) else {
+        let at = self.at(token.key());
+        let mut shard = self.shard(at);
+        let Some(held) = shard.get_mut(at, token.key()) else {
             return Fence::Lost;
         };
         if held.owner != token.owner() || held.fence != token.fence() {
             return Fence::Lost;
         }
         if write(held)
-            && let Some(held) = shard.remove(token.key())
+            && let Some(held) = shard.remove(at, token.key())
             && let Some(woken) = held.woken
         {
             woken.notify_waiters();
@@ -426,9 +427,9 @@ impl Store for MemoryStore {
         outcome: &Outcome,
         ttl: Duration,
     ) -> impl Future<Output = Result<Fence, StoreError>> + Send {
-        let slot = self.slot(token.key());
-        let mut shard = self.shard_at(slot);
-        let fence = match shard.remove_entry(token.key()) {
+        let at = self.at(token.key());
+        let mut shard = self.shard(at);
+        let fence = match shard.remove_entry(at, token.key()) {
             Some((key, held)) if held.owner == token.owner() && held.fence == token.fence() => {
                 let now = Instant::now();
                 let done = Done {
@@ -440,7 +441,7 @@ impl Store for MemoryStore {
                 };
                 // The outcome is in place before the claim's removal is visible (the shard
                 // lock is held throughout), and the claim's key moves into the record.
-                self.insert_completed(slot, key, Arc::new(done), now);
+                self.insert_completed(at, key, Arc::new(done), now);
                 drop(shard);
                 if let Some(woken) = held.woken {
                     woken.notify_waiters();
@@ -448,7 +449,7 @@ impl Store for MemoryStore {
                 Fence::Held
             }
             Some((key, held)) => {
-                shard.insert(key, held);
+                shard.insert(at, key, held);
                 Fence::Lost
             }
             None => Fence::Lost,
@@ -487,7 +488,8 @@ impl Store for MemoryStore {
                 expires_in: done.expires_at - now,
             })
         } else {
-            self.shard(key).get(key).map(|held| Record::InProgress {
+            let at = self.at(key);
+            self.shard(at).get(at, key).map(|held| Record::InProgress {
                 owner: held.owner,
                 fence: held.fence,
                 fingerprint: held.fingerprint,
@@ -505,7 +507,8 @@ impl Store for MemoryStore {
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         // Register for the wake-up under the shard lock, so a completion between the caller's
         // claim and this wait is never missed.
-        let notified = self.shard(key).get_mut(key).map(|held| {
+        let at = self.at(key);
+        let notified = self.shard(at).get_mut(at, key).map(|held| {
             let woken = held.woken.get_or_insert_with(|| Arc::new(Notify::new()));
             let mut notified = Box::pin(Arc::clone(woken).notified_owned());
             notified.as_mut().enable();
@@ -560,7 +563,7 @@ mod tests {
         let key = RecordKey::new("s", "k").unwrap();
         complete_now(&store, &key, b"1", Duration::from_millis(1)).await;
         assert!(
-            index.get(store.slot(&key), &key).is_some(),
+            index.get(store.at(&key), &key).is_some(),
             "written to the index with moka"
         );
 
@@ -621,9 +624,10 @@ mod tests {
             lease: Duration::from_secs(30),
         };
         assert!(matches!(store.claim_now(&request), Claim::Acquired { .. }));
-        assert!(store.shard(&key).get(&key).unwrap().woken.is_none());
+        let at = store.at(&key);
+        assert!(store.shard(at).get(at, &key).unwrap().woken.is_none());
         let wait = store.wait(&key, 0, Duration::from_secs(1));
-        assert!(store.shard(&key).get(&key).unwrap().woken.is_some());
+        assert!(store.shard(at).get(at, &key).unwrap().woken.is_some());
         drop(wait);
     }
 
