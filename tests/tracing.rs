@@ -2,31 +2,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::{ChargeRequest, PaymentError, Receipt};
 use idem_core::{MemoryStore, RecordKey, idempotent};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
-}
+use idem_test_support::Logs;
 
 #[idempotent(key = req.payment_id, scope = "tracing::charge", store = store, skip(store))]
 async fn charge(store: &MemoryStore, req: &ChargeRequest) -> Result<Receipt, PaymentError> {
@@ -38,7 +16,7 @@ async fn charge(store: &MemoryStore, req: &ChargeRequest) -> Result<Receipt, Pay
 
 #[test]
 fn events_name_the_scope_and_hide_the_key_unless_asked() {
-    let captured = Captured::default();
+    let captured = Logs::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
