@@ -878,29 +878,17 @@ fn _server_type_is_usable_as_a_route_layer() {
 #[test]
 fn an_oversized_response_is_logged_as_a_warning() {
     let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // One thread, so the server's tasks log to this thread's subscriber.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tracing::subscriber::with_default(subscriber, || {
-        runtime.block_on(async {
-            let layer = IdempotencyLayer::builder(idem_core::MemoryStore::new())
-                .max_response_body(1024)
-                .build();
-            let app = serve(layer).await;
-            let small = send(app.post("/charges").header("idempotency-key", fresh_key())).await;
-            assert_eq!(small.status, StatusCode::CREATED);
-            assert_eq!(logs.take(), "", "nothing to warn about yet");
-            let big = send(app.post("/big").header("idempotency-key", fresh_key())).await;
-            assert_eq!(big.body.len(), BIG);
-        });
+    // One thread, so the server's tasks log to this subscriber too.
+    logs.block_on(tracing::Level::WARN, async {
+        let layer = IdempotencyLayer::builder(idem_core::MemoryStore::new())
+            .max_response_body(1024)
+            .build();
+        let app = serve(layer).await;
+        let small = send(app.post("/charges").header("idempotency-key", fresh_key())).await;
+        assert_eq!(small.status, StatusCode::CREATED);
+        assert_eq!(logs.take(), "", "nothing to warn about yet");
+        let big = send(app.post("/big").header("idempotency-key", fresh_key())).await;
+        assert_eq!(big.body.len(), BIG);
     });
     let logs = logs.take();
     assert!(logs.contains("WARN"), "{logs}");

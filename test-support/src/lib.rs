@@ -5,7 +5,7 @@
 //! - [`PrivateRedis`]: a `redis-server` of a test's own on a spare port, killed by its pid.
 //! - [`Proxy`]: a TCP proxy the test can cut and restore, to take a server away without
 //!   touching it.
-//! - [`Logs`]: a writer that keeps what a `tracing` subscriber writes.
+//! - [`Logs`]: what a `tracing` subscriber writes, kept for the test to read.
 //!
 //! It does not depend on idem-core, so idem-core's own tests can use it without a second copy
 //! of idem-core in their build.
