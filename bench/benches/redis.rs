@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use idem_bench::proxy::CountingProxy;
+use idem_bench::proxy::{CountingProxy, Protocol, ROUND_TRIPS};
 use idem_bench::{
     BenchError, ChargeRequest, Receipt, fresh_request, idem_redis_charge, idempotent_charge,
     payment_id,
@@ -236,7 +236,7 @@ fn round_trips(
     prefix: &str,
 ) {
     rt.block_on(async {
-        let proxy = CountingProxy::start(server).await;
+        let proxy = CountingProxy::start(server, Protocol::Redis).await;
         let info = client
             .get_connection_info()
             .clone()
@@ -247,7 +247,9 @@ fn round_trips(
         let proxied = redis::Client::open(info).expect("the proxied client");
         let (idem, idempotent) = stores(proxied, &format!("{prefix}rt")).await;
         let run = Run { idem, idempotent };
-        println!("\nround trips: commands sent per call, {COUNTED} calls one after another");
+        println!(
+            "\nround trips per call (and commands sent per call), {COUNTED} calls one after another"
+        );
         for (name, variant) in VARIANTS {
             let replayed = fresh_request();
             // Warm-up: the first claim loads the scripts (`NOSCRIPT`, `SCRIPT LOAD`), the
@@ -275,14 +277,15 @@ fn round_trips(
 }
 
 fn per_call(counts: &BTreeMap<String, u64>) -> String {
-    let total: u64 = counts.values().sum();
+    let trips = counts.get(ROUND_TRIPS).copied().unwrap_or(0);
     let names: Vec<String> = counts
         .iter()
+        .filter(|(name, _)| *name != ROUND_TRIPS)
         .map(|(name, n)| format!("{name} {:.2}", *n as f64 / COUNTED as f64))
         .collect();
     format!(
         "{:.2} ({})",
-        total as f64 / COUNTED as f64,
+        trips as f64 / COUNTED as f64,
         names.join(", ")
     )
 }

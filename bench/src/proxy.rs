@@ -1,19 +1,38 @@
-//! A TCP proxy in front of Redis that counts the commands its clients send, by name.
+//! A TCP proxy in front of Redis or PostgreSQL that counts the requests its clients send, by
+//! name.
 //!
-//! The Redis bench checks round trips per call with it: a client connected through the proxy
-//! makes calls one after another, and every command it sends is one request and one reply.
-//! Unlike the server's `INFO commandstats`, the count is this client's alone, whoever else uses
-//! the server, and it leaves out the commands a Lua script runs inside the server.
+//! The database benches check round trips per call with it: a client connected through the
+//! proxy makes calls one after another. A round trip is counted each time the client sends
+//! something after the server has answered (so pipelined requests are one), and each request is
+//! counted by name: Redis commands, PostgreSQL message kinds (`Parse`, `Bind`, `Sync`, `Query`).
+//! Unlike the servers' own statistics (`INFO commandstats`, `pg_stat_statements`), the count is
+//! this client's alone, whoever else uses the server, and it leaves out what runs inside the
+//! server (the commands of a Lua script).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The command counts of every connection through one proxy, by upper-case command name.
+/// The counts of every connection through one proxy: requests by name (Redis commands in upper
+/// case, PostgreSQL message kinds), and [`ROUND_TRIPS`].
 pub type Counts = BTreeMap<String, u64>;
+
+/// The key of [`Counts`] for the round trips: the times a client sent something after the
+/// server had answered (messages a client sends before reading an answer are one round trip).
+pub const ROUND_TRIPS: &str = "round trips";
+
+/// The protocol the proxy reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// RESP: counts commands by name (`EVALSHA`, ...).
+    Redis,
+    /// PostgreSQL's frontend messages: counts them by kind (`Sync`, `Query`, `Parse`, ...).
+    Postgres,
+}
 
 /// A running proxy; its tasks live as long as the runtime that started it.
 #[derive(Debug, Clone)]
@@ -28,7 +47,7 @@ impl CountingProxy {
     /// # Panics
     ///
     /// When no port can be bound (outside a tokio runtime too).
-    pub async fn start(upstream: SocketAddr) -> Self {
+    pub async fn start(upstream: SocketAddr, protocol: Protocol) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the counting proxy");
@@ -42,7 +61,7 @@ impl CountingProxy {
                 let counts = counts.clone();
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
-                        forward(client, server, counts).await;
+                        forward(client, server, protocol, counts).await;
                     }
                 });
             }
@@ -61,23 +80,61 @@ impl CountingProxy {
     }
 }
 
-async fn forward(client: TcpStream, server: TcpStream, counts: Arc<Mutex<Counts>>) {
+async fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    protocol: Protocol,
+    counts: Arc<Mutex<Counts>>,
+) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
-    let replies = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+    // Whether the server sent anything since the client last did; true at first, so the
+    // client's first message counts.
+    let answered = Arc::new(AtomicBool::new(true));
+    let replies = tokio::spawn({
+        let answered = answered.clone();
+        async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match server_read.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                answered.store(true, Ordering::SeqCst);
+                if client_write.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
     });
     let mut pending = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
+    // PostgreSQL: until the startup message, messages have no kind byte.
+    let mut started = false;
     loop {
         let n = match client_read.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if answered.swap(false, Ordering::SeqCst) {
+            *counts
+                .lock()
+                .unwrap()
+                .entry(ROUND_TRIPS.to_string())
+                .or_default() += 1;
+        }
         pending.extend_from_slice(&buf[..n]);
         let mut start = 0;
-        while let Some((len, name)) = command(&pending[start..]) {
-            *counts.lock().unwrap().entry(name).or_default() += 1;
+        loop {
+            let rest = &pending[start..];
+            let next = match protocol {
+                Protocol::Redis => command(rest),
+                Protocol::Postgres => message(rest, &mut started),
+            };
+            let Some((len, name)) = next else { break };
+            if !name.is_empty() {
+                *counts.lock().unwrap().entry(name).or_default() += 1;
+            }
             start += len;
         }
         pending.drain(..start);
@@ -115,6 +172,44 @@ fn command(buf: &[u8]) -> Option<(usize, String)> {
     Some((pos, name))
 }
 
+/// The first complete PostgreSQL frontend message in `buf`: its length and its kind (empty for
+/// the untyped messages before and including the startup message); `None` while incomplete.
+fn message(buf: &[u8], started: &mut bool) -> Option<(usize, String)> {
+    let int = |at: usize| -> Option<usize> {
+        Some(u32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?) as usize)
+    };
+    if !*started {
+        // SSLRequest and GSSENCRequest (8 bytes, answered by one byte) come before the startup
+        // message; the startup message (protocol 3.0) ends the untyped phase.
+        let len = int(0)?;
+        let code = int(4)?;
+        if buf.len() < len {
+            return None;
+        }
+        if code != 80_877_103 && code != 80_877_104 {
+            *started = true;
+        }
+        return Some((len, String::new()));
+    }
+    let len = 1 + int(1)?;
+    if buf.len() < len {
+        return None;
+    }
+    let name = match buf[0] {
+        b'Q' => "Query",
+        b'P' => "Parse",
+        b'B' => "Bind",
+        b'D' => "Describe",
+        b'E' => "Execute",
+        b'S' => "Sync",
+        b'H' => "Flush",
+        b'C' => "Close",
+        b'X' => "Terminate",
+        _ => "other",
+    };
+    Some((len, name.to_string()))
+}
+
 /// The decimal number from `start` to the next CRLF, and the index after the CRLF.
 fn number(buf: &[u8], start: usize) -> Option<(usize, usize)> {
     let rest = buf.get(start..)?;
@@ -125,7 +220,7 @@ fn number(buf: &[u8], start: usize) -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::command;
+    use super::{command, message};
 
     #[test]
     fn commands_are_split_and_named() {
@@ -135,5 +230,19 @@ mod tests {
         assert_eq!(command(&two[len..]).unwrap(), (14, "PING".to_string()));
         assert_eq!(command(&two[..len - 1]), None);
         assert_eq!(command(b"PING\r\n").unwrap(), (6, "PING".to_string()));
+    }
+
+    #[test]
+    fn postgres_messages_are_split_and_named() {
+        let mut started = false;
+        let ssl = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        assert_eq!(message(&ssl, &mut started), Some((8, String::new())));
+        assert!(!started);
+        let startup = [0, 0, 0, 9, 0, 3, 0, 0, 0];
+        assert_eq!(message(&startup, &mut started), Some((9, String::new())));
+        assert!(started);
+        let sync = [b'S', 0, 0, 0, 4];
+        assert_eq!(message(&sync, &mut started), Some((5, "Sync".to_string())));
+        assert_eq!(message(&sync[..4], &mut started), None);
     }
 }
