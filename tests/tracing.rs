@@ -2,31 +2,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::{ChargeRequest, PaymentError, Receipt};
 use idem_core::{MemoryStore, RecordKey, idempotent};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
-}
+use idem_test_support::Logs;
 
 #[idempotent(key = req.payment_id, scope = "tracing::charge", store = store, skip(store))]
 async fn charge(store: &MemoryStore, req: &ChargeRequest) -> Result<Receipt, PaymentError> {
@@ -38,65 +16,52 @@ async fn charge(store: &MemoryStore, req: &ChargeRequest) -> Result<Receipt, Pay
 
 #[test]
 fn events_name_the_scope_and_hide_the_key_unless_asked() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tracing::subscriber::with_default(subscriber, || {
-        runtime.block_on(async {
-            let store = MemoryStore::new();
-            let secret = "card-4242-4242-secret";
-            charge(&store, &ChargeRequest::new(secret, 5))
+    let captured = Logs::default();
+    captured.block_on(tracing::Level::DEBUG, async {
+        let store = MemoryStore::new();
+        let secret = "card-4242-4242-secret";
+        charge(&store, &ChargeRequest::new(secret, 5))
+            .await
+            .unwrap();
+        charge(&store, &ChargeRequest::new(secret, 5))
+            .await
+            .unwrap();
+        assert!(
+            charge(&store, &ChargeRequest::new(secret, 6))
                 .await
-                .unwrap();
-            charge(&store, &ChargeRequest::new(secret, 5))
-                .await
-                .unwrap();
-            assert!(
-                charge(&store, &ChargeRequest::new(secret, 6))
-                    .await
-                    .is_err()
-            );
-            let logs = captured.take();
-            let digest = RecordKey::new("tracing::charge", secret).unwrap().digest();
-            for event in [
-                "claimed",
-                "completed",
-                "replayed",
-                "key reused with different arguments",
-            ] {
-                assert!(logs.contains(event), "missing `{event}` in:\n{logs}");
-            }
-            assert!(
-                logs.contains("scope=\"tracing::charge\"")
-                    || logs.contains("scope=tracing::charge"),
-                "{logs}"
-            );
-            assert!(
-                logs.contains(&digest),
-                "the key appears as its digest:\n{logs}"
-            );
-            assert!(
-                !logs.contains(secret),
-                "the key itself never appears:\n{logs}"
-            );
+                .is_err()
+        );
+        let logs = captured.take();
+        let digest = RecordKey::new("tracing::charge", secret).unwrap().digest();
+        for event in [
+            "claimed",
+            "completed",
+            "replayed",
+            "key reused with different arguments",
+        ] {
+            assert!(logs.contains(event), "missing `{event}` in:\n{logs}");
+        }
+        assert!(
+            logs.contains("scope=\"tracing::charge\"") || logs.contains("scope=tracing::charge"),
+            "{logs}"
+        );
+        assert!(
+            logs.contains(&digest),
+            "the key appears as its digest:\n{logs}"
+        );
+        assert!(
+            !logs.contains(secret),
+            "the key itself never appears:\n{logs}"
+        );
 
-            idem_core::log_plain_keys(true);
-            charge(&store, &ChargeRequest::new("visible-key", 5))
-                .await
-                .unwrap();
-            idem_core::log_plain_keys(false);
-            assert!(
-                captured.take().contains("visible-key"),
-                "opted in: plain keys"
-            );
-        });
+        idem_core::log_plain_keys(true);
+        charge(&store, &ChargeRequest::new("visible-key", 5))
+            .await
+            .unwrap();
+        idem_core::log_plain_keys(false);
+        assert!(
+            captured.take().contains("visible-key"),
+            "opted in: plain keys"
+        );
     });
 }

@@ -8,14 +8,24 @@
 //!
 //! Every variant keys on `payment_id` and returns the same `Receipt`. The benches in `benches/`
 //! call them side by side.
+//!
+//! The Redis and PostgreSQL benches use the same function on idem's [`RedisStore`] and
+//! [`PgStore`] ([`idem_redis_charge`], [`idem_pg_charge`], [`idem_pg_insert`]) and on the
+//! `idempotent` crate's Valkey store ([`idempotent_charge`], generic over its stores);
+//! [`proxy`] counts the commands a Redis client sends.
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cached::macros::cached;
+use idem_core::postgres::PgStore;
+use idem_core::redis::RedisStore;
 use idem_core::{MemoryStore, idempotent};
 use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+
+pub mod proxy;
 
 /// The request: what a payment API receives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,6 +60,8 @@ pub struct Receipt {
 pub enum BenchError {
     /// idem's own errors (`Mismatch`, `InProgress`, ...).
     Idem(String),
+    /// The application's own statement failed (the PostgreSQL bench).
+    Db(String),
 }
 
 impl From<idem_core::Error> for BenchError {
@@ -61,8 +73,14 @@ impl From<idem_core::Error> for BenchError {
 impl std::fmt::Display for BenchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BenchError::Idem(err) => f.write_str(err),
+            BenchError::Idem(err) | BenchError::Db(err) => f.write_str(err),
         }
+    }
+}
+
+impl From<sqlx::Error> for BenchError {
+    fn from(err: sqlx::Error) -> Self {
+        BenchError::Db(err.to_string())
     }
 }
 
@@ -191,9 +209,7 @@ impl Peer {
     /// The `idempotent` crate: claim the key with a fingerprint of the request, run or replay,
     /// the receipt cached as JSON (`json()`).
     pub async fn idempotent_charge(&self, req: &ChargeRequest) -> Result<Receipt, BenchError> {
-        self.idempotent_with(req, async |req| Ok(receipt(req)))
-            .await
-            .map(|outcome| outcome.expect("not in flight"))
+        idempotent_charge(&self.idempotent, req).await
     }
 
     /// The `idempotent` crate with any body; `None` when the key is in flight (that crate has no
@@ -206,30 +222,7 @@ impl Peer {
     where
         F: AsyncFnOnce(&ChargeRequest) -> Result<Receipt, BenchError>,
     {
-        use idempotent::{ExecutionOutcome, IdempotencyKey, IdempotencyStore};
-        let key = IdempotencyKey::new(req.payment_id.clone())
-            .map_err(|err| BenchError::Idem(err.to_string()))?;
-        let body_hash = idempotent::fingerprint::body(req);
-        let outcome = self
-            .idempotent
-            .claim(&key, LEASE)
-            .fingerprint("charge", &body_hash)
-            .json()
-            .execute_or_replay(TTL, async |_token| {
-                body(req)
-                    .await
-                    .map_err(|err| Box::new(err) as Box<dyn std::error::Error + Send + Sync>)
-            })
-            .await
-            .map_err(|err| BenchError::Idem(format!("{err:?}")))?;
-        match outcome {
-            ExecutionOutcome::Executed(r) | ExecutionOutcome::Replayed(r) => Ok(Some(r)),
-            ExecutionOutcome::InFlight => Ok(None),
-            other => Err(BenchError::Idem(format!(
-                "unexpected outcome: {:?}",
-                other.map(|_| ())
-            ))),
-        }
+        idempotent_with(&self.idempotent, req, body).await
     }
 
     /// moka: `try_get_with` on the payment id.
@@ -245,6 +238,99 @@ impl Default for Peer {
     fn default() -> Self {
         Peer::new()
     }
+}
+
+/// The `idempotent` crate on any of its stores (its memory store, its Valkey/Redis store): claim
+/// the key with a fingerprint of the request, run or replay, the receipt cached as JSON
+/// (`json()`).
+pub async fn idempotent_charge<S>(store: &S, req: &ChargeRequest) -> Result<Receipt, BenchError>
+where
+    S: idempotent::IdempotencyStore,
+{
+    idempotent_with(store, req, async |req| Ok(receipt(req)))
+        .await
+        .map(|outcome| outcome.expect("not in flight"))
+}
+
+/// The `idempotent` crate on any of its stores with any body; `None` when the key is in flight.
+pub async fn idempotent_with<S, F>(
+    store: &S,
+    req: &ChargeRequest,
+    body: F,
+) -> Result<Option<Receipt>, BenchError>
+where
+    S: idempotent::IdempotencyStore,
+    F: AsyncFnOnce(&ChargeRequest) -> Result<Receipt, BenchError>,
+{
+    use idempotent::{ExecutionOutcome, IdempotencyKey};
+    let key = IdempotencyKey::new(req.payment_id.clone())
+        .map_err(|err| BenchError::Idem(err.to_string()))?;
+    let body_hash = idempotent::fingerprint::body(req);
+    let outcome = store
+        .claim(&key, LEASE)
+        .fingerprint("charge", &body_hash)
+        .json()
+        .execute_or_replay(TTL, async |_token| {
+            body(req)
+                .await
+                .map_err(|err| Box::new(err) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .await
+        .map_err(|err| BenchError::Idem(format!("{err:?}")))?;
+    match outcome {
+        ExecutionOutcome::Executed(r) | ExecutionOutcome::Replayed(r) => Ok(Some(r)),
+        ExecutionOutcome::InFlight => Ok(None),
+        other => Err(BenchError::Idem(format!(
+            "unexpected outcome: {:?}",
+            other.map(|_| ())
+        ))),
+    }
+}
+
+/// idem on Redis: `#[idempotent]` with a [`RedisStore`].
+#[idempotent(key = req.payment_id, ttl = "24h", store = store, skip(store))]
+pub async fn idem_redis_charge(
+    store: &RedisStore,
+    req: &ChargeRequest,
+) -> Result<Receipt, BenchError> {
+    Ok(receipt(req))
+}
+
+/// idem on PostgreSQL, standalone: `#[idempotent]` with a [`PgStore`].
+#[idempotent(key = req.payment_id, ttl = "24h", store = store, skip(store))]
+pub async fn idem_pg_charge(store: &PgStore, req: &ChargeRequest) -> Result<Receipt, BenchError> {
+    Ok(receipt(req))
+}
+
+/// The application's write in the transactional bench: one `INSERT` of the charge on `tx`, with
+/// `insert` the statement (`INSERT INTO <table> (payment_id, amount) VALUES ($1, $2) RETURNING
+/// id`). The receipt carries the row's id.
+pub async fn insert_charge(
+    tx: &mut PgConnection,
+    insert: &str,
+    req: &ChargeRequest,
+) -> Result<Receipt, BenchError> {
+    let id: i64 = sqlx::query_scalar(insert)
+        .bind(&req.payment_id)
+        .bind(req.amount as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(Receipt {
+        id: id as u64,
+        amount: req.amount,
+    })
+}
+
+/// idem's transactional mode: the same `INSERT` ([`insert_charge`]), with the key record
+/// inserted and completed in the caller's transaction `tx`.
+#[idempotent(key = req.payment_id, ttl = "24h", store = store, transaction = tx, skip(store, insert))]
+pub async fn idem_pg_insert(
+    store: &PgStore,
+    tx: &mut PgConnection,
+    insert: &str,
+    req: &ChargeRequest,
+) -> Result<Receipt, BenchError> {
+    insert_charge(tx, insert, req).await
 }
 
 /// A store for idem, like [`MemoryStore::new`].

@@ -14,21 +14,12 @@ use std::time::Duration;
 use idem_core::postgres::{PgStore, run_in_transaction};
 use idem_core::store::{Claim, ClaimRequest, ClaimToken, Fence, Outcome, OutcomeKind, Owner};
 use idem_core::{Concurrency, Error, Fingerprint, NoReplay, Options, RecordKey, Store};
+use idem_test_support::{Proxy, database_url};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 const URL_VAR: &str = "IDEM_DATABASE_URL";
 const WORKER_VAR: &str = "IDEM_PG_TEST_WORKER";
-
-fn database_url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            println!("skipped: IDEM_DATABASE_URL is not set");
-            None
-        }
-    }
-}
 
 /// A unique name for this test's tables: `idem_t_<pid>_<random>`.
 fn unique_name() -> String {
@@ -737,70 +728,6 @@ async fn corrupt_rows_give_typed_errors() {
     db.drop_tables().await;
 }
 
-/// A TCP proxy in front of the database that the test can cut (dropping every open connection
-/// and refusing new ones) and restore, to simulate the database going away mid-run without
-/// touching the shared server.
-struct Proxy {
-    port: u16,
-    up: Arc<std::sync::atomic::AtomicBool>,
-    cuts: tokio::sync::watch::Sender<u64>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: (String, u16)) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (cuts, _) = tokio::sync::watch::channel(0u64);
-        let accept = {
-            let up = up.clone();
-            let cuts = cuts.clone();
-            tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !up.load(Ordering::SeqCst) {
-                        continue; // dropped: the client sees the connection closed
-                    }
-                    let mut cut = cuts.subscribe();
-                    let upstream = upstream.clone();
-                    tokio::spawn(async move {
-                        let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await
-                        else {
-                            return;
-                        };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            _ = cut.changed() => {}
-                        }
-                    });
-                }
-            })
-        };
-        Proxy {
-            port,
-            up,
-            cuts,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cuts.send_modify(|n| *n += 1);
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_unreachable_mid_run_fails_closed_and_the_pool_recovers() {
     let Some(url) = database_url() else { return };
@@ -810,7 +737,7 @@ async fn database_unreachable_mid_run_fails_closed_and_the_pool_recovers() {
     let proxied = PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(2))
-        .connect_with(options.host("127.0.0.1").port(proxy.port))
+        .connect_with(options.host("127.0.0.1").port(proxy.port()))
         .await
         .expect("connect through the proxy");
     let store = PgStore::builder(proxied.clone())

@@ -24,10 +24,11 @@ use idem_core::store::{
 };
 use idem_core::{Error, Fingerprint, NoReplay, Options, RecordKey, Store, run};
 
-use support::{PrivateRedis, Stats, shared_url, unique};
+use idem_test_support::{PrivateRedis, redis_url};
+use support::{Stats, unique};
 
 async fn shared_store(test: &str) -> Option<(RedisStore, String)> {
-    let url = shared_url()?;
+    let url = redis_url()?;
     let prefix = unique(test);
     let store = RedisStore::builder(url.as_str())
         .prefix(prefix.clone())
@@ -80,7 +81,7 @@ async fn redis_store_passes_the_conformance_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_with_a_local_tier_passes_the_conformance_suite() {
-    let Some(url) = shared_url() else { return };
+    let Some(url) = redis_url() else { return };
     let store = RedisStore::builder(url.as_str())
         .prefix(unique("conformance-local"))
         .local_cache(1_000)
@@ -134,7 +135,7 @@ async fn redis_cluster_passes_the_conformance_suite() {
 /// A replay is one round trip, a first call two: counted by the server, not timed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trips_are_one_for_a_replay_and_two_for_a_first_call() {
-    if shared_url().is_none() {
+    if redis_url().is_none() {
         return;
     }
     let server = PrivateRedis::start();
@@ -224,7 +225,7 @@ fn client_commands(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_tier_replays_without_a_round_trip_and_never_past_the_ttl() {
-    if shared_url().is_none() {
+    if redis_url().is_none() {
         return;
     }
     let server = PrivateRedis::start();
@@ -295,7 +296,7 @@ async fn local_tier_replays_without_a_round_trip_and_never_past_the_ttl() {
 /// Duplicates waiting in one process share one poll: the round trips do not grow with them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_in_one_process_share_one_poll() {
-    if shared_url().is_none() {
+    if redis_url().is_none() {
         return;
     }
     let server = PrivateRedis::start();
@@ -436,7 +437,7 @@ async fn a_corrupt_record_is_a_store_error_and_is_left_alone() {
     let Some((store, _)) = shared_store("corrupt").await else {
         return;
     };
-    let url = shared_url().unwrap();
+    let url = redis_url().unwrap();
     let mut raw = redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -517,7 +518,7 @@ async fn a_corrupt_record_is_a_store_error_and_is_left_alone() {
 /// same store works again without being rebuilt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_redis_fails_closed_and_the_store_recovers() {
-    if shared_url().is_none() {
+    if redis_url().is_none() {
         return;
     }
     let mut server = PrivateRedis::start();
@@ -533,7 +534,7 @@ async fn an_unreachable_redis_fails_closed_and_the_store_recovers() {
         1
     );
 
-    server.stop();
+    server.kill();
     for i in 0..3 {
         let got = call(&store, options("down::op"), "during", &runs, 2).await;
         assert!(
@@ -582,7 +583,7 @@ const DUPLICATES: usize = 3;
 /// each body runs exactly once per key, and every caller everywhere gets its outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_hammering_the_same_keys_run_each_body_once() {
-    let Some(url) = shared_url() else { return };
+    let Some(url) = redis_url() else { return };
     let prefix = unique("processes");
     let exe = std::env::current_exe().unwrap();
     let workers: Vec<_> = (0..PROCESSES)

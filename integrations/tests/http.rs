@@ -21,6 +21,7 @@ use idem_core::postgres::PgStore;
 use idem_core::redis::RedisStore;
 use idem_core::store::{Claim, ClaimRequest, ClaimToken, Fence, Outcome, Record, Store};
 use idem_core::{Concurrency, RecordKey, StoreError};
+use idem_test_support::Logs;
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -874,52 +875,22 @@ fn _server_type_is_usable_as_a_route_layer() {
         .route_layer(IdempotencyLayer::new(idem_core::MemoryStore::new()));
 }
 
-/// Collects what a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn an_oversized_response_is_logged_as_a_warning() {
     let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // One thread, so the server's tasks log to this thread's subscriber.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tracing::subscriber::with_default(subscriber, || {
-        runtime.block_on(async {
-            let layer = IdempotencyLayer::builder(idem_core::MemoryStore::new())
-                .max_response_body(1024)
-                .build();
-            let app = serve(layer).await;
-            let small = send(app.post("/charges").header("idempotency-key", fresh_key())).await;
-            assert_eq!(small.status, StatusCode::CREATED);
-            assert!(
-                logs.0.lock().unwrap().is_empty(),
-                "nothing to warn about yet"
-            );
-            let big = send(app.post("/big").header("idempotency-key", fresh_key())).await;
-            assert_eq!(big.body.len(), BIG);
-        });
+    // One thread, so the server's tasks log to this subscriber too.
+    logs.block_on(tracing::Level::WARN, async {
+        let layer = IdempotencyLayer::builder(idem_core::MemoryStore::new())
+            .max_response_body(1024)
+            .build();
+        let app = serve(layer).await;
+        let small = send(app.post("/charges").header("idempotency-key", fresh_key())).await;
+        assert_eq!(small.status, StatusCode::CREATED);
+        assert_eq!(logs.take(), "", "nothing to warn about yet");
+        let big = send(app.post("/big").header("idempotency-key", fresh_key())).await;
+        assert_eq!(big.body.len(), BIG);
     });
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.take();
     assert!(logs.contains("WARN"), "{logs}");
     assert!(
         logs.contains("response larger than the buffer limit") && logs.contains("limit=1024"),

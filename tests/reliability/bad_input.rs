@@ -286,7 +286,7 @@ mod redis_store {
     where
         F: FnOnce(&tokio::runtime::Runtime, &RedisStore, &str, &str),
     {
-        let Some(url) = support::redis_url() else {
+        let Some(url) = idem_test_support::redis_url() else {
             return;
         };
         let rt = runtime();

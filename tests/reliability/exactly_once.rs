@@ -39,7 +39,8 @@ use idem_core::{Error, RecordKey, Store, idempotent};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool};
 
-use support::{Rng, database_url, redis_url, seed, unique};
+use idem_test_support::{database_url, redis_url};
+use support::{Rng, seed, unique};
 
 const PROCESSES: usize = 4;
 const KEYS: u32 = 200;

@@ -270,10 +270,10 @@ fn check_outage(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_under_load_fails_closed_and_resumes() {
     use idem_core::redis::RedisStore;
-    if support::redis_url().is_none() {
+    if idem_test_support::redis_url().is_none() {
         return;
     }
-    let mut server = support::PrivateRedis::start(true);
+    let mut server = idem_test_support::PrivateRedis::start_durable();
     let store = RedisStore::builder(server.url().as_str())
         .build()
         .await
@@ -317,12 +317,12 @@ mod postgres {
     struct Proxied {
         direct: sqlx::PgPool,
         proxied: sqlx::PgPool,
-        proxy: support::Proxy,
+        proxy: idem_test_support::Proxy,
         name: String,
     }
 
     async fn proxied(test: &str) -> Option<Proxied> {
-        let url = support::database_url()?;
+        let url = idem_test_support::database_url()?;
         let direct = PgPoolOptions::new()
             .max_connections(2)
             .connect(&url)
@@ -332,11 +332,12 @@ mod postgres {
             });
         let options: PgConnectOptions = url.parse().expect("a postgres url");
         let proxy =
-            support::Proxy::start((options.get_host().to_string(), options.get_port())).await;
+            idem_test_support::Proxy::start((options.get_host().to_string(), options.get_port()))
+                .await;
         let proxied = PgPoolOptions::new()
             .max_connections(CLIENTS as u32 + 2)
             .acquire_timeout(Duration::from_secs(2))
-            .connect_with(options.host("127.0.0.1").port(proxy.port))
+            .connect_with(options.host("127.0.0.1").port(proxy.port()))
             .await
             .expect("connect through the proxy");
         let name = support::unique(test);
@@ -624,7 +625,7 @@ mod postgres {
     /// recovers by itself, and transactional mode commits again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_server_stopped_and_restarted_fails_closed_and_keeps_records() {
-        if support::database_url().is_none() {
+        if idem_test_support::database_url().is_none() {
             return;
         }
         const BEFORE: usize = 20;
@@ -982,7 +983,7 @@ async fn memory_body_paused_past_its_lease_is_taken_over_and_fenced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_body_paused_past_its_lease_is_taken_over_and_fenced() {
     use idem_core::redis::RedisStore;
-    let Some(url) = support::redis_url() else {
+    let Some(url) = idem_test_support::redis_url() else {
         return;
     };
     let prefix = format!("{}:", support::unique("lease"));

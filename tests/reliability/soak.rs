@@ -175,7 +175,7 @@ async fn soak_memory_and_redis_with_stable_resident_memory() {
     );
     let mut redis_prefix = None;
     #[cfg(feature = "redis")]
-    if let Some(url) = support::redis_url() {
+    if let Some(url) = idem_test_support::redis_url() {
         let prefix = format!("{}:", support::unique("soak"));
         let store = idem_core::redis::RedisStore::builder(url.as_str())
             .prefix(prefix.clone())

@@ -1,33 +1,12 @@
-//! Helpers shared by the reliability tests: the servers' URLs (with the skip rule), unique
-//! names, a private `redis-server`, a private PostgreSQL cluster, a TCP proxy that can cut
-//! connections, a seeded random number generator and the process's resident memory.
+//! Helpers shared by the reliability tests alone: unique names, a seeded random number
+//! generator, a private PostgreSQL cluster, the process's resident memory and Redis key
+//! cleanup. The servers' URLs (with the skip rule), the private `redis-server` and the TCP
+//! proxy that can cut connections come from `idem_test_support`, shared with idem-core's tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
-/// The variable's value, or `None` after printing `skipped: <var> is not set`.
-pub fn env_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            println!("skipped: {var} is not set");
-            None
-        }
-    }
-}
-
-pub fn redis_url() -> Option<String> {
-    env_url("IDEM_REDIS_URL")
-}
-
-pub fn database_url() -> Option<String> {
-    env_url("IDEM_DATABASE_URL")
-}
+use std::process::{Command, Stdio};
 
 /// A name no other test or run uses, made of `[a-z0-9_]` (a valid table name and key prefix).
 pub fn unique(test: &str) -> String {
@@ -82,104 +61,6 @@ impl Rng {
         for i in (1..items.len()).rev() {
             let j = self.below(i as u64 + 1) as usize;
             items.swap(i, j);
-        }
-    }
-}
-
-/// A `redis-server` of the test's own on a spare port, killed (by pid) when dropped. With
-/// `durable`, it writes every command to an append-only file (fsync always) in a directory of
-/// its own, so a restart keeps the data, as a production Redis with AOF would.
-pub struct PrivateRedis {
-    port: u16,
-    dir: Option<PathBuf>,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    pub fn start(durable: bool) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = durable.then(|| {
-            let dir = std::env::temp_dir().join(unique("redis"));
-            std::fs::create_dir_all(&dir).expect("a directory for the append-only file");
-            dir
-        });
-        let mut server = PrivateRedis {
-            port,
-            dir,
-            child: None,
-        };
-        server.restart();
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) on its port and waits until it answers `PING`.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let mut command = Command::new("redis-server");
-        command.args(["--port", &self.port.to_string()]).args([
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--daemonize",
-            "no",
-        ]);
-        match &self.dir {
-            Some(dir) => command
-                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-                .arg(dir),
-            None => command.args(["--appendonly", "no"]),
-        };
-        let child = command
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (the reliability tests start private servers)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)) {
-                use std::io::{Read, Write};
-                let mut buf = [0u8; 64];
-                conn.set_read_timeout(Some(Duration::from_secs(1))).ok();
-                // Loading the append-only file answers -LOADING; wait for +PONG.
-                if conn.write_all(b"PING\r\n").is_ok()
-                    && conn
-                        .read(&mut buf)
-                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-                {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kills the server (SIGKILL, by its pid) and waits for it to exit.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -341,68 +222,6 @@ impl Drop for PrivatePostgres {
             };
         }
         let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-/// A TCP proxy in front of a server that the test can cut (dropping every open connection and
-/// refusing new ones) and restore, to take a database away without touching the shared server.
-pub struct Proxy {
-    pub port: u16,
-    up: Arc<AtomicBool>,
-    cuts: tokio::sync::watch::Sender<u64>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    pub async fn start(upstream: (String, u16)) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let (cuts, _) = tokio::sync::watch::channel(0u64);
-        let accept = {
-            let (up, cuts) = (up.clone(), cuts.clone());
-            tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !up.load(Ordering::SeqCst) {
-                        continue; // dropped: the client sees the connection closed
-                    }
-                    let mut cut = cuts.subscribe();
-                    let upstream = upstream.clone();
-                    tokio::spawn(async move {
-                        let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await
-                        else {
-                            return;
-                        };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            _ = cut.changed() => {}
-                        }
-                    });
-                }
-            })
-        };
-        Proxy {
-            port,
-            up,
-            cuts,
-            accept,
-        }
-    }
-
-    pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cuts.send_modify(|n| *n += 1);
-    }
-
-    pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
     }
 }
 
