@@ -35,6 +35,14 @@ fn main() {
         use sha2::Digest;
         black_box(sha2::Sha256::digest(black_box(&[7u8; 74])));
     });
+    time("sha256 of 39 bytes, one update", || {
+        use sha2::Digest;
+        black_box(sha2::Sha256::digest(black_box(&[7u8; 39])));
+    });
+    time("sha256 of 1000 bytes, one update", || {
+        use sha2::Digest;
+        black_box(sha2::Sha256::digest(black_box(&[7u8; 1000])));
+    });
     time("key to_string + RecordKey::new", || {
         black_box(RecordKey::new("bench::charge", black_box(&req.payment_id).to_string()).unwrap());
     });

@@ -320,16 +320,25 @@ impl OutcomeKind {
 /// decoding the bytes again. Outcomes compare by kind and bytes alone.
 #[derive(Clone)]
 pub struct Outcome {
-    kind: OutcomeKind,
-    bytes: Bytes,
-    memo: Option<Arc<dyn MemoSlot>>,
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    /// Bytes of its own: what a remote store reads, or what the runtime is about to store.
+    Owned { kind: OutcomeKind, bytes: Bytes },
+    /// A record of an in-process store, shared: a replay clones one `Arc` and nothing else.
+    Stored(Arc<dyn StoredOutcome>),
 }
 
 /// A decoded outcome, kept beside its record (see [`Outcome`]).
 pub(crate) type Memo = std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>;
 
-/// What holds a record's [`Memo`]: the record itself, so the slot costs no allocation of its own.
-pub(crate) trait MemoSlot: Send + Sync {
+/// A record of an in-process store that hands out its outcome without copying it, with the
+/// slot where the runtime keeps the decoded value.
+pub(crate) trait StoredOutcome: Send + Sync {
+    /// The outcome as stored (always [`Repr::Owned`]).
+    fn outcome(&self) -> &Outcome;
     fn memo(&self) -> &Memo;
 }
 
@@ -344,37 +353,48 @@ impl Outcome {
     /// ```
     pub fn new(kind: OutcomeKind, bytes: impl Into<Bytes>) -> Self {
         Outcome {
-            kind,
-            bytes: bytes.into(),
-            memo: None,
+            repr: Repr::Owned {
+                kind,
+                bytes: bytes.into(),
+            },
+        }
+    }
+
+    /// The outcome a stored record holds, shared with the record.
+    pub(crate) fn stored(record: Arc<dyn StoredOutcome>) -> Self {
+        Outcome {
+            repr: Repr::Stored(record),
         }
     }
 
     /// Whether the body returned `Ok` or a replayable `Err`.
     pub fn kind(&self) -> OutcomeKind {
-        self.kind
+        match &self.repr {
+            Repr::Owned { kind, .. } => *kind,
+            Repr::Stored(record) => record.outcome().kind(),
+        }
     }
 
     /// The encoded value.
     pub fn bytes(&self) -> &Bytes {
-        &self.bytes
-    }
-
-    /// The same outcome, with the slot its record keeps the decoded value in.
-    pub(crate) fn with_memo(mut self, slot: Arc<dyn MemoSlot>) -> Self {
-        self.memo = Some(slot);
-        self
+        match &self.repr {
+            Repr::Owned { bytes, .. } => bytes,
+            Repr::Stored(record) => record.outcome().bytes(),
+        }
     }
 
     /// The slot for the decoded value, if the store keeps one.
     pub(crate) fn memo(&self) -> Option<&Memo> {
-        self.memo.as_deref().map(MemoSlot::memo)
+        match &self.repr {
+            Repr::Owned { .. } => None,
+            Repr::Stored(record) => Some(record.memo()),
+        }
     }
 }
 
 impl PartialEq for Outcome {
     fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && self.bytes == other.bytes
+        self.kind() == other.kind() && self.bytes() == other.bytes()
     }
 }
 
@@ -383,8 +403,8 @@ impl Eq for Outcome {}
 impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outcome")
-            .field("kind", &self.kind)
-            .field("bytes", &self.bytes)
+            .field("kind", &self.kind())
+            .field("bytes", self.bytes())
             .finish_non_exhaustive()
     }
 }

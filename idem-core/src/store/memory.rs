@@ -14,7 +14,7 @@ use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
 use crate::key::RecordKey;
 use crate::store::{
-    Claim, ClaimRequest, ClaimToken, Fence, Memo, MemoSlot, Outcome, Owner, Record, Store,
+    Claim, ClaimRequest, ClaimToken, Fence, Memo, Outcome, Owner, Record, Store, StoredOutcome,
 };
 
 mod keymap;
@@ -172,7 +172,11 @@ struct Done {
     memo: Memo,
 }
 
-impl MemoSlot for Done {
+impl StoredOutcome for Done {
+    fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
     fn memo(&self) -> &Memo {
         &self.memo
     }
@@ -407,7 +411,7 @@ impl MemoryStore {
 
 fn replay(done: Arc<Done>, fingerprint: Fingerprint) -> Claim {
     if done.fingerprint == fingerprint {
-        Claim::Completed(done.outcome.clone().with_memo(done))
+        Claim::Completed(Outcome::stored(done))
     } else {
         Claim::Mismatch
     }
@@ -434,7 +438,8 @@ impl Store for MemoryStore {
                 let now = Instant::now();
                 let done = Done {
                     fingerprint: held.fingerprint,
-                    outcome: outcome.clone(),
+                    // Its own bytes, whatever the outcome shares (see `StoredOutcome`).
+                    outcome: Outcome::new(outcome.kind(), outcome.bytes().clone()),
                     expires_at: now + ttl,
                     ttl,
                     memo: Memo::new(),
