@@ -160,7 +160,7 @@ impl<R> ViaJson for Decoder<R> {}
 
 /// `run`, typed by the function's declared return type `R`.
 #[allow(clippy::too_many_arguments)]
-pub async fn call<R, S, P, D, F>(
+pub fn call<R, S, P, D, F>(
     store: &S,
     options: Options,
     key: Option<String>,
@@ -168,7 +168,7 @@ pub async fn call<R, S, P, D, F>(
     policy: P,
     decoder: D,
     body: F,
-) -> R
+) -> impl Future<Output = R>
 where
     R: IdemResult,
     R::Ok: Replayable,
@@ -178,10 +178,7 @@ where
     D: DecodeOk<R::Ok>,
     F: Future<Output = R>,
 {
-    let body = async move { body.await.into_result() };
-    R::from_result(
-        crate::call::run_decoding(store, options, key, fingerprint, policy, decoder, body).await,
-    )
+    crate::call::run_any(store, options, key, fingerprint, policy, decoder, body)
 }
 
 /// `postgres::run_in_transaction`, typed by the function's declared return type `R`: what

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+use crate::__private::IdemResult;
 use crate::error::{CodecError, Error};
 use crate::fingerprint::Fingerprint;
 use crate::key::RecordKey;
@@ -281,14 +282,14 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> DecodeOk<T> for ByClon
 /// assert_eq!(placed.unwrap(), 42);
 /// # }
 /// ```
-pub async fn run<S, T, E, P, F>(
+pub fn run<S, T, E, P, F>(
     store: &S,
     options: Options,
     key: Option<String>,
     fingerprint: Result<Fingerprint, Error>,
     policy: P,
     body: F,
-) -> Result<T, E>
+) -> impl Future<Output = Result<T, E>>
 where
     S: Store,
     T: Serialize + DeserializeOwned,
@@ -296,7 +297,7 @@ where
     P: ErrorPolicy<E>,
     F: Future<Output = Result<T, E>>,
 {
-    run_decoding(store, options, key, fingerprint, policy, ByJson, body).await
+    run_any(store, options, key, fingerprint, policy, ByJson, body)
 }
 
 /// [`run`], with replays decoded by `decoder` (see [`DecodeOk`]).
@@ -304,7 +305,7 @@ where
 /// # Errors
 ///
 /// As [`run`].
-pub async fn run_decoding<S, T, E, P, D, F>(
+pub fn run_decoding<S, T, E, P, D, F>(
     store: &S,
     options: Options,
     key: Option<String>,
@@ -312,7 +313,7 @@ pub async fn run_decoding<S, T, E, P, D, F>(
     policy: P,
     decoder: D,
     body: F,
-) -> Result<T, E>
+) -> impl Future<Output = Result<T, E>>
 where
     S: Store,
     T: Serialize + DeserializeOwned,
@@ -321,7 +322,34 @@ where
     D: DecodeOk<T>,
     F: Future<Output = Result<T, E>>,
 {
-    let (key, fingerprint) = record_key(&options, key, fingerprint)?;
+    run_any(store, options, key, fingerprint, policy, decoder, body)
+}
+
+/// [`run_decoding`] for any result type `R` (what `#[idempotent]` declares): one future, with
+/// no wrapper around the body's, so a call's future holds the body's future once.
+pub(crate) async fn run_any<S, R, P, D, F>(
+    store: &S,
+    options: Options,
+    key: Option<String>,
+    fingerprint: Result<Fingerprint, Error>,
+    policy: P,
+    decoder: D,
+    body: F,
+) -> R
+where
+    S: Store,
+    R: IdemResult,
+    R::Ok: Serialize + DeserializeOwned,
+    R::Err: From<Error>,
+    P: ErrorPolicy<R::Err>,
+    D: DecodeOk<R::Ok>,
+    F: Future<Output = R>,
+{
+    let fail = |err: Error| R::from_result(Err(err.into()));
+    let (key, fingerprint) = match record_key(&options, key, fingerprint) {
+        Ok(parts) => parts,
+        Err(err) => return fail(err),
+    };
     let mut waited_since: Option<Instant> = None;
     let mut attempt = 0;
     loop {
@@ -332,10 +360,13 @@ where
             owner,
             lease: options.lease,
         };
-        let claim = store.claim(&request).await.map_err(|err| {
-            event!(error, &key, error = %err, "claim failed; the body does not run");
-            Error::Store(err)
-        })?;
+        let claim = match store.claim(&request).await {
+            Ok(claim) => claim,
+            Err(err) => {
+                event!(error, &key, error = %err, "claim failed; the body does not run");
+                return fail(Error::Store(err));
+            }
+        };
         match claim {
             Claim::Acquired { fence, taken_over } => {
                 if taken_over {
@@ -344,31 +375,38 @@ where
                     event!(debug, &key, fence, "claimed");
                 }
                 let token = ClaimToken::new(key, owner, fence);
-                return lead(store, token, &options, &policy, body).await;
+                // Boxed: a first call pays one allocation, and the future of every call (a
+                // replay's too) is smaller by the size of the body's and the lease's futures,
+                // which every spawn and every `.await` of it would copy.
+                let body = async move { body.await.into_result() };
+                return R::from_result(Box::pin(lead(store, token, &options, &policy, body)).await);
             }
             Claim::Completed(outcome) => {
                 event!(debug, &key, "replayed");
-                return replay(&outcome, &policy, &decoder);
+                return R::from_result(replay(&outcome, &policy, &decoder));
             }
             Claim::Mismatch => {
                 event!(debug, &key, "key reused with different arguments");
-                return Err(Error::Mismatch.into());
+                return fail(Error::Mismatch);
             }
             Claim::Busy { retry_after } => {
                 if options.concurrent == Concurrency::Reject {
                     event!(debug, &key, ?retry_after, "rejected: in progress");
-                    return Err(Error::InProgress { retry_after }.into());
+                    return fail(Error::InProgress { retry_after });
                 }
                 let now = Instant::now();
                 let deadline = *waited_since.get_or_insert(now) + options.wait;
                 if now >= deadline {
                     event!(debug, &key, "gave up waiting");
-                    return Err(Error::WaitTimeout.into());
+                    return fail(Error::WaitTimeout);
                 }
                 event!(debug, &key, attempt, "waiting for the holder");
                 // Waking a little after the lease ends lets the next claim take it over.
                 let max = (deadline - now).min(retry_after + Duration::from_millis(1));
-                store.wait(&key, attempt, max).await.map_err(Error::Store)?;
+                // Boxed, like `lead`: a store's wait holds a timer, which only waiting needs.
+                if let Err(err) = Box::pin(store.wait(&key, attempt, max)).await {
+                    return fail(Error::Store(err));
+                }
                 attempt = attempt.saturating_add(1);
             }
         }
