@@ -58,7 +58,7 @@ if median_ns("redis_replay", "idem", "1") is not None:
     print()
 
 if median_ns("pg_standalone", "replay") is not None:
-    print("| PostgreSQL | pool pings on acquire (sqlx default) | pool without the ping |")
+    print("| PostgreSQL | pool pings on acquire (sqlx default) | pool without the ping (`PgStore::connect`) |")
     print("| --- | --- | --- |")
     for name in ["replay", "first_call", "select_1"]:
         print(f"| standalone {name} | {fmt(median_ns('pg_standalone', name))} | {fmt(median_ns('pg_standalone', name + '_no_ping'))} |")

@@ -4,9 +4,9 @@
 //!
 //! - `pg_standalone`: `#[idempotent(store = &PgStore)]`, a replay of a completed key and a first
 //!   call with a fresh key; beside them `SELECT 1` on the same pool, the cost of one statement.
-//!   The pool has sqlx's defaults (what `PgStore::connect` makes), which ping a connection each
+//!   The pool has sqlx's defaults (what `PgPool::connect` makes), which ping a connection each
 //!   time it is taken from the pool (`test_before_acquire`); the `_no_ping` variants use a pool
-//!   that does not.
+//!   that does not, as `PgStore::connect` builds it.
 //! - `pg_transaction`: a transaction that inserts one application row and commits, without
 //!   (`insert`) and with (`insert_idem`) `#[idempotent(transaction = tx)]` around the same
 //!   `INSERT`, each with a fresh key; the difference is what the transactional mode adds.
@@ -30,7 +30,8 @@ use sqlx::{Connection, Executor, PgPool};
 /// The calls per case of the round-trip count.
 const COUNTED: u64 = 200;
 
-/// A store on a pool with sqlx's defaults but 4 connections, and one whose pool does not ping.
+/// A store on a pool with sqlx's defaults but 4 connections, and one whose pool does not ping
+/// (as `PgStore::connect` builds it, but 4 connections).
 struct Stores {
     store: PgStore,
     pool: PgPool,

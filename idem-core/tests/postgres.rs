@@ -518,6 +518,51 @@ async fn duplicate_times_out_or_is_rejected_while_the_first_transaction_is_open(
     db.drop_tables().await;
 }
 
+/// The claim sets `lock_timeout` to the call's `wait` for its own statement only: after a call
+/// that ran the body and after one that replayed, the caller's transaction has the
+/// `lock_timeout` it had before, whether it had none (`0`) or one of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_lock_timeout_is_restored_after_the_claim() {
+    let Some(url) = database_url() else { return };
+    let db = Db::new(&url).await;
+    let runs = AtomicUsize::new(0);
+    let lock_timeout = async |tx: &mut PgConnection| -> String {
+        sqlx::query_scalar("SELECT current_setting('lock_timeout')")
+            .fetch_one(tx)
+            .await
+            .unwrap()
+    };
+    for (callers, order_ref) in [(None, "o-timeout-none"), (Some("1min"), "o-timeout-own")] {
+        let expected = callers.unwrap_or("0");
+        for replay in [false, true] {
+            let mut tx = db.pool.begin().await.unwrap();
+            if let Some(setting) = callers {
+                sqlx::query(&format!("SET LOCAL lock_timeout = '{setting}'"))
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(lock_timeout(&mut tx).await, expected);
+            place_order(&db, &mut tx, order_ref, &runs, Duration::ZERO, false)
+                .await
+                .unwrap();
+            assert_eq!(
+                lock_timeout(&mut tx).await,
+                expected,
+                "{order_ref}, replay: {replay}"
+            );
+            tx.commit().await.unwrap();
+        }
+        assert_eq!(
+            db.ledger_rows(order_ref).await,
+            1,
+            "the second call replayed"
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    db.drop_tables().await;
+}
+
 /// The worker half of `three_processes_with_one_key_write_one_row`: does nothing unless the
 /// parent test started this binary with `IDEM_PG_TEST_WORKER` set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -728,15 +773,26 @@ async fn corrupt_rows_give_typed_errors() {
     db.drop_tables().await;
 }
 
+/// Cuts the database away before a call and while a body runs, on a pool that pings each
+/// connection it hands out (sqlx's default) and on one that does not (what `PgStore::connect`
+/// builds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_unreachable_mid_run_fails_closed_and_the_pool_recovers() {
     let Some(url) = database_url() else { return };
-    let db = Db::new(&url).await;
+    for test_before_acquire in [true, false] {
+        unreachable_mid_run(&url, test_before_acquire).await;
+    }
+}
+
+async fn unreachable_mid_run(url: &str, test_before_acquire: bool) {
+    const POOL_SIZE: u32 = 2;
+    let db = Db::new(url).await;
     let options: sqlx::postgres::PgConnectOptions = url.parse().expect("a postgres url");
     let proxy = Proxy::start((options.get_host().to_string(), options.get_port())).await;
     let proxied = PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(POOL_SIZE)
         .acquire_timeout(Duration::from_secs(2))
+        .test_before_acquire(test_before_acquire)
         .connect_with(options.host("127.0.0.1").port(proxy.port()))
         .await
         .expect("connect through the proxy");
@@ -765,6 +821,21 @@ async fn database_unreachable_mid_run_fails_closed_and_the_pool_recovers() {
             },
         )
     };
+    // After an outage, a pool that does not ping may still hold connections that died while
+    // idle: each fails one claim (Error::Store, the body does not run) and is discarded.
+    let after_outage = async |key: &'static str| {
+        let mut failed = 0;
+        loop {
+            match call(key, Duration::from_secs(30), false).await {
+                Ok(n) => break n,
+                Err(Error::Store(err)) if !test_before_acquire && failed < POOL_SIZE => {
+                    eprintln!("{key}: a dead connection failed the claim: {err}");
+                    failed += 1;
+                }
+                Err(err) => panic!("{key} (test_before_acquire {test_before_acquire}): {err:?}"),
+            }
+        }
+    };
 
     assert_eq!(
         call("before", Duration::from_secs(30), false)
@@ -790,28 +861,18 @@ async fn database_unreachable_mid_run_fails_closed_and_the_pool_recovers() {
 
     proxy.restore();
     assert_eq!(
-        call("during", Duration::from_secs(30), false)
-            .await
-            .unwrap(),
+        after_outage("during").await,
         2,
         "the pool recovers and the key was never taken"
     );
-    assert_eq!(
-        call("before", Duration::from_secs(30), false)
-            .await
-            .unwrap(),
-        1,
-        "replayed after recovery"
-    );
+    assert_eq!(after_outage("before").await, 1, "replayed after recovery");
 
     // Cut while the body runs: the outcome is stored once the database is back (within the
     // lease), the caller gets the body's result, and a retry replays it.
     let got = call("mid-body", Duration::from_secs(8), true).await;
     assert_eq!(got.unwrap(), 3);
     assert_eq!(
-        call("mid-body", Duration::from_secs(8), false)
-            .await
-            .unwrap(),
+        after_outage("mid-body").await,
         3,
         "the outcome was stored after the outage"
     );

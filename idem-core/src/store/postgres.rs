@@ -6,13 +6,15 @@
 //! - **Standalone** ([`PgStore`] as a [`Store`], with [`run`](crate::run) or
 //!   `#[idempotent(store = ...)]`): the same contract as the Redis store. A claim, or the
 //!   takeover of an expired lease, is one statement; completion, release and renewal are fenced
-//!   by owner and fence number; a replay costs one statement. The key record and the
-//!   application's writes commit separately, exactly as with any other store.
+//!   by owner and fence number; a replay costs one statement, a first call two (see
+//!   [round trips](PgStore#round-trips)). The key record and the application's writes commit
+//!   separately, exactly as with any other store.
 //! - **Transactional** ([`run_in_transaction`]): the key record is inserted and completed inside
 //!   the caller's transaction, so the application's writes and the key record commit together
 //!   or not at all. A concurrent duplicate blocks on the record's primary key until the first
 //!   transaction ends (bounded by `wait`), then replays the committed outcome, or runs the body
-//!   itself if the first transaction rolled back.
+//!   itself if the first transaction rolled back. A call adds four round trips to the
+//!   transaction.
 //!
 //! # Time
 //!
@@ -32,7 +34,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::postgres::{PgConnection, PgPool, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row};
 use tokio::time::Instant;
 
@@ -78,6 +80,21 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// A cheap handle: clones share the pool. See the [module documentation](self) for the
 /// standalone and transactional modes, and [`run_in_transaction`] for the latter.
+///
+/// # Round trips
+///
+/// In standalone mode a replay is one statement (the claim, which finds the completed record
+/// and returns its outcome) and a first call two (claim, complete), plus one renewal per third
+/// of the lease for a body that runs longer than that. On the pool [`PgStore::connect`]
+/// builds, each statement is one round trip on the caller's path. A pool with sqlx's default
+/// `test_before_acquire(true)` pings the connection before each statement: one round trip
+/// more each. (sqlx also pings every connection that goes back to the pool, in the background,
+/// after the caller has its answer.)
+///
+/// In transactional mode ([`run_in_transaction`]) a call adds four round trips to the caller's
+/// transaction: `SAVEPOINT` with `SET LOCAL lock_timeout`; the claim; the caller's
+/// `lock_timeout` again with `RELEASE SAVEPOINT`; the completion (or, after the body's `Err`,
+/// the record's deletion). A replay adds three.
 ///
 /// # Examples
 ///
@@ -419,8 +436,21 @@ impl PgStore {
         }
     }
 
-    /// Connects a pool with sqlx's defaults to `url` and makes a store on it with the default
-    /// table.
+    /// Connects a pool to `url` and makes a store on it with the default table.
+    ///
+    /// The pool has sqlx's defaults but one: it does not ping a connection each time one is
+    /// taken from it ([`test_before_acquire(false)`](sqlx::pool::PoolOptions::test_before_acquire)).
+    /// That ping is a round trip on the caller's path before every statement, so a replay would
+    /// wait for two round trips instead of one. Without it, a connection that died while idle
+    /// (the database restarted, a proxy dropped it) shows up as a failed statement instead: a
+    /// claim that fails is [`Error::Store`] and the body does not run, completing the outcome is
+    /// retried for up to half the lease, and the pool discards the dead connection when it comes
+    /// back (sqlx still pings a connection on its return, after the caller has its answer). So
+    /// each connection that died while idle costs at most one failed statement.
+    ///
+    /// For other pool settings build the pool yourself and pass it to [`PgStore::new`] or
+    /// [`PgStore::builder`]; its `test_before_acquire` is then yours to choose (sqlx's default
+    /// is `true`).
     ///
     /// # Errors
     ///
@@ -429,12 +459,14 @@ impl PgStore {
     /// ```no_run
     /// # async fn demo() -> Result<(), idem_core::StoreError> {
     /// let store = idem_core::postgres::PgStore::connect("postgres://postgres@127.0.0.1/app").await?;
-    /// # drop(store);
+    /// assert!(!store.pool().options().get_test_before_acquire());
     /// # Ok(())
     /// # }
     /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = PgPool::connect(url)
+        let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
+            .connect(url)
             .await
             .map_err(|err| StoreError::new("connect", err))?;
         Ok(PgStore::new(pool))
@@ -915,6 +947,9 @@ impl PgConn for sqlx::pool::PoolConnection<Postgres> {
 ///    `Err`, the record is deleted again, so even if the caller commits, no key record commits
 ///    without its outcome.
 ///
+/// That is four round trips on `conn` besides the body's (see
+/// [round trips](PgStore#round-trips)).
+///
 /// # Concurrent calls on the same key
 ///
 /// A duplicate waits for the first transaction: if that commits, the duplicate replays the
@@ -1115,7 +1150,16 @@ async fn delete_claim(store: &PgStore, conn: &mut PgConnection, token: &ClaimTok
     }
 }
 
-/// The claim inside a savepoint, with `lock_timeout` set to `lock_wait` for its duration.
+/// The claim inside a savepoint, with `lock_timeout` set to `lock_wait` for its duration: three
+/// round trips, the claim between two batches of the simple query protocol.
+///
+/// 1. `SAVEPOINT`, read the caller's `lock_timeout`, `SET LOCAL` ours. The statements of one
+///    batch run in order, so the setting read is the caller's.
+/// 2. The claim, which waits at most `lock_wait` for a conflicting transaction.
+/// 3. `SET LOCAL` the caller's `lock_timeout` again, `RELEASE SAVEPOINT`.
+///
+/// A failure after the savepoint rolls back to it (see [`abandon`]), which undoes the claim and
+/// our `lock_timeout`, and leaves the caller's transaction usable.
 fn claim_in_savepoint<'a>(
     store: &'a PgStore,
     conn: &'a mut PgConnection,
@@ -1123,34 +1167,44 @@ fn claim_in_savepoint<'a>(
     lock_wait: Duration,
 ) -> BoxFuture<'a, Result<Claim, ClaimFailure>> {
     Box::pin(async move {
-        sqlx::Executor::execute(&mut *conn, "SAVEPOINT idem_claim")
-            .await
-            .map_err(ClaimFailure::from_sqlx)?;
         // lock_timeout 0 would mean "wait forever": wait at least a millisecond.
         let millis = lock_wait.as_millis().clamp(1, i32::MAX as u128);
-        let set = sqlx::query_scalar::<_, String>(
-            "SELECT current_setting('lock_timeout') FROM set_config('lock_timeout', $1, true)",
+        let enter = format!(
+            "SAVEPOINT idem_claim; SELECT current_setting('lock_timeout'); SET LOCAL lock_timeout = '{millis}ms'"
         );
-        let previous = match set.bind(format!("{millis}ms")).fetch_one(&mut *conn).await {
+        // A `&str` without arguments goes as one simple query, however many statements it has.
+        let previous = match sqlx::Executor::fetch_one(&mut *conn, enter.as_str()).await {
+            Ok(row) => row.try_get::<String, _>(0),
+            Err(err) => Err(err),
+        };
+        let previous = match previous.map_err(ClaimFailure::from_sqlx) {
             Ok(previous) => previous,
-            Err(err) => return Err(abandon(conn, ClaimFailure::from_sqlx(err)).await),
+            // Not in a transaction: no savepoint was taken.
+            Err(ClaimFailure::NotInTransaction) => return Err(ClaimFailure::NotInTransaction),
+            Err(failure) => return Err(abandon(conn, failure).await),
         };
         let claim = match store.claim_on(conn, request).await {
             Ok(claim) => claim,
             Err(failure) => return Err(abandon(conn, failure).await),
         };
-        let restored = sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-            .bind(previous)
-            .execute(&mut *conn)
-            .await;
-        if let Err(err) = restored {
-            return Err(ClaimFailure::Store(StoreError::new("claim", err)));
-        }
-        match sqlx::Executor::execute(&mut *conn, "RELEASE SAVEPOINT idem_claim").await {
+        let leave = format!(
+            "SET LOCAL lock_timeout = {}; RELEASE SAVEPOINT idem_claim",
+            string_literal(&previous)
+        );
+        match sqlx::Executor::execute(&mut *conn, leave.as_str()).await {
             Ok(_) => Ok(claim),
-            Err(err) => Err(ClaimFailure::Store(StoreError::new("claim", err))),
+            Err(err) => {
+                let failure = ClaimFailure::Store(StoreError::new("claim", err));
+                Err(abandon(conn, failure).await)
+            }
         }
     })
+}
+
+/// `value` as an SQL string constant, whatever `standard_conforming_strings` is: an escape
+/// string (`E'...'`), in which a backslash always escapes, with `\` and `'` escaped.
+fn string_literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// Rolls back to the claim's savepoint (which also restores `lock_timeout`), so the caller's
@@ -1197,6 +1251,12 @@ mod tests {
             Sql::new(DEFAULT_TABLE).unwrap().migration,
             PgStore::MIGRATION_SQL
         );
+    }
+
+    #[test]
+    fn string_literals_escape_quotes_and_backslashes() {
+        assert_eq!(string_literal("5s"), "E'5s'");
+        assert_eq!(string_literal(r"a'b\c"), r"E'a''b\\c'");
     }
 
     #[test]
