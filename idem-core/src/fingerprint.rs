@@ -56,13 +56,18 @@ impl Fingerprint {
 
     /// Lower-case hex, 64 characters: the default key of a function without `key = ...`.
     pub fn to_hex(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(64);
-        for byte in self.0 {
-            out.push(HEX[usize::from(byte >> 4)] as char);
-            out.push(HEX[usize::from(byte & 0xf)] as char);
-        }
+        push_hex(&mut out, &self.0);
         out
+    }
+}
+
+/// Appends `bytes` as lower-case hex (a table lookup per nibble, not a `write!` per byte).
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0xf)] as char);
     }
 }
 

@@ -611,9 +611,7 @@ impl RedisStore {
         let mut name = String::with_capacity(self.inner.prefix.len() + 40);
         name.push_str(&self.inner.prefix);
         name.push('{');
-        for byte in &digest[..12] {
-            let _ = write!(name, "{byte:02x}");
-        }
+        crate::fingerprint::push_hex(&mut name, &digest[..12]);
         let _ = write!(name, "}}{}:", scope.len());
         let mut name = name.into_bytes();
         name.extend_from_slice(scope);
@@ -940,7 +938,9 @@ fn held(context: &'static str, reply: &Value) -> Result<Fence, StoreError> {
 }
 
 fn owner_hex(owner: Owner) -> String {
-    format!("{:032x}", owner.as_u128())
+    let mut out = String::with_capacity(32);
+    crate::fingerprint::push_hex(&mut out, &owner.as_u128().to_be_bytes());
+    out
 }
 
 fn array<'a>(context: &'static str, reply: &'a Value) -> Result<&'a [Value], StoreError> {
