@@ -794,3 +794,53 @@ async fn a_waiter_takes_over_when_the_crashed_holders_lease_ends() {
         "took over after {waited:?}, not at the end of its 10 s wait"
     );
 }
+
+/// Counts its decodes (its `Deserialize` runs).
+static DECODES: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+struct Counted(u64);
+
+impl<'de> serde::Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        DECODES.fetch_add(1, Ordering::SeqCst);
+        u64::deserialize(d).map(Counted)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_tier_decodes_a_clone_outcome_once() {
+    let Some(url) = redis_url() else {
+        return;
+    };
+    let local = RedisStore::builder(url.as_str())
+        .prefix(unique("decode-once"))
+        .local_cache(100)
+        .build()
+        .await
+        .unwrap_or_else(|err| {
+            panic!("IDEM_REDIS_URL={url} is set but Redis does not answer: {err}")
+        });
+    let runs = AtomicUsize::new(0);
+    let charge = || {
+        idem_core::run_decoding(
+            &local,
+            options("decode::once"),
+            Some("k".to_string()),
+            Fingerprint::of(&"k").map_err(Error::from),
+            NoReplay,
+            idem_core::ByClone,
+            async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>(Counted(7))
+            },
+        )
+    };
+    assert_eq!(charge().await.unwrap(), Counted(7));
+    // The completion is kept in the local tier: five replays, one decode (the rest clone it).
+    for _ in 0..5 {
+        assert_eq!(charge().await.unwrap(), Counted(7));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(DECODES.load(Ordering::SeqCst), 1);
+}

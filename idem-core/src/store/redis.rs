@@ -54,7 +54,8 @@ use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
 use crate::key::RecordKey;
 use crate::store::{
-    Claim, ClaimRequest, ClaimToken, Fence, Outcome, OutcomeKind, Owner, Record, Store, backoff,
+    Claim, ClaimRequest, ClaimToken, Fence, Memo, Outcome, OutcomeKind, Owner, Record, Store,
+    StoredOutcome, backoff,
 };
 
 /// How long an in-progress record outlives its lease in Redis, so that the next claim sees a
@@ -228,6 +229,18 @@ struct Cached {
     fingerprint: Fingerprint,
     outcome: Outcome,
     expires_at: Instant,
+    /// The outcome once decoded, for replays of a `Clone` type (as `MemoryStore` keeps it).
+    memo: Memo,
+}
+
+impl StoredOutcome for Cached {
+    fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
+    fn memo(&self) -> &Memo {
+        &self.memo
+    }
 }
 
 struct UntilExpiry;
@@ -665,8 +678,10 @@ impl RedisStore {
         };
         let cached = Cached {
             fingerprint,
-            outcome: outcome.clone(),
+            // Its own bytes, whatever the outcome shares (see `StoredOutcome`).
+            outcome: Outcome::new(outcome.kind(), outcome.bytes().clone()),
             expires_at,
+            memo: Memo::new(),
         };
         local.insert(key.clone(), Arc::new(cached));
     }
@@ -806,6 +821,7 @@ impl RedisStore {
                         fingerprint,
                         outcome,
                         expires_at: sent + expires_in.min(HANDOFF),
+                        memo: Memo::new(),
                     };
                     self.inner.handoff.insert(key.clone(), Arc::new(cached));
                     return;
@@ -835,7 +851,7 @@ impl Store for RedisStore {
             // A completed record is never overwritten, only expires: replaying it (or
             // refusing another fingerprint) from here answers what Redis would.
             return Ok(if cached.fingerprint == request.fingerprint {
-                Claim::Completed(cached.outcome.clone())
+                Claim::Completed(Outcome::stored(cached))
             } else {
                 Claim::Mismatch
             });
