@@ -383,6 +383,12 @@ impl Outcome {
         }
     }
 
+    /// The same outcome with bytes of its own, whatever record it shares: what a record keeps
+    /// (so [`StoredOutcome::outcome`] is never itself a shared one).
+    pub(crate) fn detached(&self) -> Self {
+        Outcome::new(self.kind(), self.bytes().clone())
+    }
+
     /// The slot for the decoded value, if the store keeps one.
     pub(crate) fn memo(&self) -> Option<&Memo> {
         match &self.repr {

@@ -438,8 +438,7 @@ impl Store for MemoryStore {
                 let now = Instant::now();
                 let done = Done {
                     fingerprint: held.fingerprint,
-                    // Its own bytes, whatever the outcome shares (see `StoredOutcome`).
-                    outcome: Outcome::new(outcome.kind(), outcome.bytes().clone()),
+                    outcome: outcome.detached(),
                     expires_at: now + ttl,
                     ttl,
                     memo: Memo::new(),

@@ -678,8 +678,7 @@ impl RedisStore {
         };
         let cached = Cached {
             fingerprint,
-            // Its own bytes, whatever the outcome shares (see `StoredOutcome`).
-            outcome: Outcome::new(outcome.kind(), outcome.bytes().clone()),
+            outcome: outcome.detached(),
             expires_at,
             memo: Memo::new(),
         };
