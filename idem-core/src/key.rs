@@ -30,10 +30,43 @@ pub const MAX_SCOPE_LEN: usize = 512;
 ///
 /// assert!(RecordKey::new("payments::charge", "").is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct RecordKey {
     scope: Cow<'static, str>,
     key: String,
+    /// A hash of scope and key, computed once: maps hash this `u64` rather than both strings
+    /// (an in-process store hashes a key on every lookup, and again whenever a table grows).
+    hash: u64,
+}
+
+impl PartialEq for RecordKey {
+    fn eq(&self, other: &Self) -> bool {
+        // The key first: within one scope, only the keys differ.
+        self.hash == other.hash
+            && self.key == other.key
+            && (std::ptr::eq(self.scope.as_ptr(), other.scope.as_ptr())
+                || self.scope == other.scope)
+    }
+}
+
+impl Eq for RecordKey {}
+
+impl std::hash::Hash for RecordKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The hash of a scope and a key: foldhash, with a seed chosen at random once per process (so
+/// that keys chosen by a client cannot be chosen to collide).
+fn hash_of(scope: &str, key: &str) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static SEED: std::sync::LazyLock<foldhash::quality::RandomState> =
+        std::sync::LazyLock::new(foldhash::quality::RandomState::default);
+    let mut hasher = SEED.build_hasher();
+    scope.hash(&mut hasher);
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl RecordKey {
@@ -51,7 +84,8 @@ impl RecordKey {
         let key = key.into();
         check_len(&key, MAX_KEY_LEN)?;
         check_len(&scope, MAX_SCOPE_LEN)?;
-        Ok(RecordKey { scope, key })
+        let hash = hash_of(&scope, &key);
+        Ok(RecordKey { scope, key, hash })
     }
 
     /// The operation this key belongs to.
@@ -163,6 +197,36 @@ impl fmt::Write for Escaper<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_equal_and_hash_alike_by_content_alone() {
+        use std::hash::BuildHasher;
+        let hasher = std::hash::RandomState::new();
+        let borrowed = RecordKey::new("payments::charge", "pay-1").unwrap();
+        // The same scope from another allocation: equal, and the same hash.
+        let owned = RecordKey::new(String::from("payments::charge"), "pay-1").unwrap();
+        assert_eq!(borrowed, owned);
+        assert_eq!(hasher.hash_one(&borrowed), hasher.hash_one(&owned));
+        assert_eq!(borrowed, borrowed.clone());
+
+        // Another key, another scope, or the parts moved across the boundary: not equal.
+        assert_ne!(
+            borrowed,
+            RecordKey::new("payments::charge", "pay-2").unwrap()
+        );
+        assert_ne!(
+            borrowed,
+            RecordKey::new("payments::refund", "pay-1").unwrap()
+        );
+        assert_ne!(
+            RecordKey::new("ab", "c").unwrap(),
+            RecordKey::new("a", "bc").unwrap()
+        );
+        assert_ne!(
+            hasher.hash_one(RecordKey::new("ab", "c").unwrap()),
+            hasher.hash_one(RecordKey::new("a", "bc").unwrap())
+        );
+    }
 
     #[test]
     fn tuple_parts_are_escaped_so_they_cannot_collide() {

@@ -19,7 +19,7 @@ use crate::store::{
 
 mod keymap;
 
-use keymap::{At, Hasher, KeyMap};
+use keymap::{At, Hasher, KeyMap, Keyed};
 
 const SHARDS: usize = 64;
 
@@ -53,7 +53,7 @@ pub struct MemoryStore {
 
 struct Inner {
     claims: Box<[Mutex<KeyMap<Held>>]>,
-    done: moka::sync::Cache<RecordKey, Arc<Done>, Hasher>,
+    done: moka::sync::Cache<ByKey, Arc<Done>, Hasher>,
     /// Unbounded stores only: the records in `done`, for replays (see [`Index`]).
     index: Option<Index>,
     fences: AtomicU64,
@@ -111,15 +111,15 @@ impl Index {
         read(&self.shards[at.shard]).records.get(at, key).cloned()
     }
 
-    /// Inserts `key`'s record; first sweeps out the shard's records expired at `now` if the
-    /// shard has doubled since its last sweep.
-    fn insert(&self, at: At, key: RecordKey, done: Arc<Done>, now: Instant) {
+    /// Inserts a record; first sweeps out the shard's records expired at `now` if the shard has
+    /// doubled since its last sweep.
+    fn insert(&self, at: At, done: Arc<Done>, now: Instant) {
         let mut shard = write(&self.shards[at.shard]);
         if shard.records.len() >= shard.sweep_at {
             shard.records.retain(|done| done.expires_at > now);
             shard.sweep_at = (shard.records.len() * 2).max(MIN_SWEEP);
         }
-        shard.records.insert(at, key, done);
+        shard.records.insert(at, done);
     }
 
     /// `key`'s record if it is unexpired at `now`; an expired one is removed (and reported as
@@ -154,6 +154,7 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 struct Held {
+    key: RecordKey,
     owner: Owner,
     fence: u64,
     fingerprint: Fingerprint,
@@ -163,13 +164,53 @@ struct Held {
     woken: Option<Arc<Notify>>,
 }
 
+/// A completed record. It keeps its key: the index and moka both hold the record, and neither
+/// keeps a copy of the key of its own.
 struct Done {
+    key: RecordKey,
     fingerprint: Fingerprint,
     outcome: Outcome,
     expires_at: Instant,
     ttl: Duration,
     /// The outcome once decoded, for replays of a `Clone` type (see [`Outcome`]).
     memo: Memo,
+}
+
+impl Keyed for Held {
+    fn key(&self) -> &RecordKey {
+        &self.key
+    }
+}
+
+impl Keyed for Arc<Done> {
+    fn key(&self) -> &RecordKey {
+        &self.key
+    }
+}
+
+/// moka's key for a record: the record itself, hashed and compared by its key, so a lookup by
+/// [`RecordKey`] finds it (moka keeps its own `Arc` of each key; this makes that 8 bytes of
+/// pointer rather than a second copy of the key).
+struct ByKey(Arc<Done>);
+
+impl std::hash::Hash for ByKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state);
+    }
+}
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for ByKey {}
+
+impl std::borrow::Borrow<RecordKey> for ByKey {
+    fn borrow(&self) -> &RecordKey {
+        &self.0.key
+    }
 }
 
 impl StoredOutcome for Done {
@@ -184,10 +225,10 @@ impl StoredOutcome for Done {
 
 struct TtlExpiry;
 
-impl Expiry<RecordKey, Arc<Done>> for TtlExpiry {
+impl Expiry<ByKey, Arc<Done>> for TtlExpiry {
     fn expire_after_create(
         &self,
-        _key: &RecordKey,
+        _key: &ByKey,
         value: &Arc<Done>,
         _now: std::time::Instant,
     ) -> Option<Duration> {
@@ -327,11 +368,11 @@ impl MemoryStore {
     }
 
     /// Stores a completed record (called under its claim shard's lock, before the claim goes).
-    fn insert_completed(&self, at: At, key: RecordKey, done: Arc<Done>, now: Instant) {
+    fn insert_completed(&self, at: At, done: Arc<Done>, now: Instant) {
         if let Some(index) = &self.inner.index {
-            index.insert(at, key.clone(), Arc::clone(&done), now);
+            index.insert(at, Arc::clone(&done), now);
         }
-        self.inner.done.insert(key, done);
+        self.inner.done.insert(ByKey(Arc::clone(&done)), done);
     }
 
     fn claim_now(&self, request: &ClaimRequest<'_>) -> Claim {
@@ -370,8 +411,8 @@ impl MemoryStore {
         let fence = self.next_fence();
         shard.insert(
             at,
-            request.key.clone(),
             Held {
+                key: request.key.clone(),
                 owner: request.owner,
                 fence,
                 fingerprint: request.fingerprint,
@@ -433,10 +474,11 @@ impl Store for MemoryStore {
     ) -> impl Future<Output = Result<Fence, StoreError>> + Send {
         let at = self.at(token.key());
         let mut shard = self.shard(at);
-        let fence = match shard.remove_entry(at, token.key()) {
-            Some((key, held)) if held.owner == token.owner() && held.fence == token.fence() => {
+        let fence = match shard.remove(at, token.key()) {
+            Some(held) if held.owner == token.owner() && held.fence == token.fence() => {
                 let now = Instant::now();
                 let done = Done {
+                    key: held.key,
                     fingerprint: held.fingerprint,
                     outcome: outcome.detached(),
                     expires_at: now + ttl,
@@ -445,15 +487,15 @@ impl Store for MemoryStore {
                 };
                 // The outcome is in place before the claim's removal is visible (the shard
                 // lock is held throughout), and the claim's key moves into the record.
-                self.insert_completed(at, key, Arc::new(done), now);
+                self.insert_completed(at, Arc::new(done), now);
                 drop(shard);
                 if let Some(woken) = held.woken {
                     woken.notify_waiters();
                 }
                 Fence::Held
             }
-            Some((key, held)) => {
-                shard.insert(at, key, held);
+            Some(held) => {
+                shard.insert(at, held);
                 Fence::Lost
             }
             None => Fence::Lost,

@@ -29,13 +29,19 @@ impl At {
     }
 }
 
-/// Records by key; every key's hash is [`At::hash`] under the map's hasher.
-pub(super) struct KeyMap<V> {
-    table: HashTable<(RecordKey, V)>,
+/// An entry of a [`KeyMap`]: it carries its own key, so a record's key is kept once, in the
+/// record, however many maps hold the record.
+pub(super) trait Keyed {
+    fn key(&self) -> &RecordKey;
+}
+
+/// Entries by key; every key's hash is [`At::hash`] under the map's hasher.
+pub(super) struct KeyMap<E> {
+    table: HashTable<E>,
     hasher: Hasher,
 }
 
-impl<V> KeyMap<V> {
+impl<E: Keyed> KeyMap<E> {
     pub(super) fn new(hasher: Hasher) -> Self {
         KeyMap {
             table: HashTable::new(),
@@ -43,43 +49,38 @@ impl<V> KeyMap<V> {
         }
     }
 
-    pub(super) fn get(&self, at: At, key: &RecordKey) -> Option<&V> {
-        self.table.find(at.hash, |(k, _)| k == key).map(|(_, v)| v)
+    pub(super) fn get(&self, at: At, key: &RecordKey) -> Option<&E> {
+        self.table.find(at.hash, |entry| entry.key() == key)
     }
 
-    pub(super) fn get_mut(&mut self, at: At, key: &RecordKey) -> Option<&mut V> {
-        self.table
-            .find_mut(at.hash, |(k, _)| k == key)
-            .map(|(_, v)| v)
+    pub(super) fn get_mut(&mut self, at: At, key: &RecordKey) -> Option<&mut E> {
+        self.table.find_mut(at.hash, |entry| entry.key() == key)
     }
 
-    /// Inserts or replaces `key`'s value.
-    pub(super) fn insert(&mut self, at: At, key: RecordKey, value: V) {
+    /// Inserts `entry`, or replaces the entry of its key.
+    pub(super) fn insert(&mut self, at: At, entry: E) {
         let hasher = &self.hasher;
-        match self
-            .table
-            .entry(at.hash, |(k, _)| *k == key, |(k, _)| hasher.hash_one(k))
-        {
-            hashbrown::hash_table::Entry::Occupied(mut entry) => entry.get_mut().1 = value,
-            hashbrown::hash_table::Entry::Vacant(entry) => {
-                entry.insert((key, value));
+        match self.table.entry(
+            at.hash,
+            |e| e.key() == entry.key(),
+            |e| hasher.hash_one(e.key()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => *occupied.get_mut() = entry,
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(entry);
             }
         }
     }
 
-    pub(super) fn remove_entry(&mut self, at: At, key: &RecordKey) -> Option<(RecordKey, V)> {
-        match self.table.find_entry(at.hash, |(k, _)| k == key) {
+    pub(super) fn remove(&mut self, at: At, key: &RecordKey) -> Option<E> {
+        match self.table.find_entry(at.hash, |entry| entry.key() == key) {
             Ok(entry) => Some(entry.remove().0),
             Err(_) => None,
         }
     }
 
-    pub(super) fn remove(&mut self, at: At, key: &RecordKey) -> Option<V> {
-        self.remove_entry(at, key).map(|(_, v)| v)
-    }
-
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
-        self.table.retain(|(_, v)| keep(v));
+    pub(super) fn retain(&mut self, keep: impl FnMut(&mut E) -> bool) {
+        self.table.retain(keep);
     }
 
     pub(super) fn len(&self) -> usize {
@@ -88,6 +89,6 @@ impl<V> KeyMap<V> {
 
     #[cfg(test)]
     pub(super) fn keys(&self) -> impl Iterator<Item = &RecordKey> {
-        self.table.iter().map(|(k, _)| k)
+        self.table.iter().map(Keyed::key)
     }
 }
