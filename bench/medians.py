@@ -9,7 +9,7 @@ import sys
 target = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("CARGO_TARGET_DIR", "bench/target")
 root = os.path.join(target, "criterion")
 groups = ["replay", "first_call", "contention", "coalescing"]
-order = ["idem", "cached", "idempotent", "moka", "bare"]
+order = ["idem", "idem-lazy", "cached", "idempotent", "moka", "bare"]
 
 
 def median_ns(group, name):

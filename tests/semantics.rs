@@ -389,7 +389,15 @@ async fn hourly_charge(
 
 #[tokio::test(start_paused = true)]
 async fn a_completed_result_is_replayed_for_its_ttl_then_the_key_is_new() {
-    let store = MemoryStore::new();
+    replayed_for_the_ttl(MemoryStore::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lazy_expiry_store_replays_for_the_ttl_too() {
+    replayed_for_the_ttl(MemoryStore::builder().lazy_expiry().build()).await;
+}
+
+async fn replayed_for_the_ttl(store: MemoryStore) {
     let runs = AtomicUsize::new(0);
     let req = ChargeRequest::new("pay-ttl", 10);
     hourly_charge(&store, &runs, &req).await.unwrap();

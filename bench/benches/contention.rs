@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use idem_bench::{
     BenchError, ChargeRequest, Peer, Receipt, cached_charge, fresh_request, idem_charge,
-    idem_store, payment_id,
+    idem_lazy_store, idem_store, payment_id,
 };
 
 const KEYS: u64 = 10_000;
@@ -75,10 +75,12 @@ fn contention(c: &mut Criterion) {
         .collect();
     // Leaked, so every task borrows the same stores without touching a reference count.
     let store: &'static _ = Box::leak(Box::new(idem_store()));
+    let lazy: &'static _ = Box::leak(Box::new(idem_lazy_store()));
     let peer: &'static Peer = Box::leak(Box::new(rt.block_on(async { Peer::new() })));
     rt.block_on(async {
         for req in hot.iter() {
             idem_charge(store, req).await.unwrap();
+            idem_charge(lazy, req).await.unwrap();
             cached_charge(req).await.unwrap();
             peer.idempotent_charge(req).await.unwrap();
             peer.moka_charge(req).await.unwrap();
@@ -91,6 +93,13 @@ fn contention(c: &mut Criterion) {
         b.iter_custom(|iters| {
             run(&rt, &hot, iters, move |req| async move {
                 idem_charge(store, &req).await
+            })
+        })
+    });
+    group.bench_function("idem-lazy", |b| {
+        b.iter_custom(|iters| {
+            run(&rt, &hot, iters, move |req| async move {
+                idem_charge(lazy, &req).await
             })
         })
     });

@@ -2,7 +2,9 @@
 //! and stores the receipt. The fresh request is built outside the timed part.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use idem_bench::{Peer, bare, cached_charge, fresh_request, idem_charge, idem_store};
+use idem_bench::{
+    Peer, bare, cached_charge, fresh_request, idem_charge, idem_lazy_store, idem_store,
+};
 
 fn first_call(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -10,6 +12,7 @@ fn first_call(c: &mut Criterion) {
         .build()
         .unwrap();
     let store = &idem_store();
+    let lazy = &idem_lazy_store();
     let peer = &rt.block_on(async { Peer::new() });
 
     let mut group = c.benchmark_group("first_call");
@@ -17,6 +20,13 @@ fn first_call(c: &mut Criterion) {
         b.to_async(&rt).iter_batched(
             fresh_request,
             |req| async move { idem_charge(store, &req).await.unwrap() },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("idem-lazy", |b| {
+        b.to_async(&rt).iter_batched(
+            fresh_request,
+            |req| async move { idem_charge(lazy, &req).await.unwrap() },
             BatchSize::SmallInput,
         )
     });

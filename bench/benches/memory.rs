@@ -24,7 +24,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use idem_bench::{ChargeRequest, Peer, idem_charge, idem_store, payment_id};
+use idem_bench::{ChargeRequest, Peer, idem_charge, idem_lazy_store, idem_store, payment_id};
 use idem_core::MemoryStore;
 
 struct Counting;
@@ -118,6 +118,10 @@ fn main() {
             idem_overhead(&rt, n, idem_store())
         );
         // A bounded store keeps no replay index (see MemoryStore's docs).
+        println!(
+            "memory/idem lazy_expiry   N = {n:>9}: {:>7.1} bytes/record",
+            idem_overhead(&rt, n, idem_lazy_store())
+        );
         let bounded = MemoryStore::builder().max_capacity(10_000_000).build();
         println!(
             "memory/idem bounded store N = {n:>9}: {:>7.1} bytes/record",

@@ -21,5 +21,8 @@ fn main() {
         }
     });
     let elapsed = start.elapsed();
-    println!("{:.0} ns per first call", elapsed.as_nanos() as f64 / calls as f64);
+    println!(
+        "{:.0} ns per first call",
+        elapsed.as_nanos() as f64 / calls as f64
+    );
 }

@@ -22,5 +22,8 @@ fn main() {
         }
         start.elapsed()
     });
-    println!("{:.0} ns per first call", elapsed.as_nanos() as f64 / calls as f64);
+    println!(
+        "{:.0} ns per first call",
+        elapsed.as_nanos() as f64 / calls as f64
+    );
 }

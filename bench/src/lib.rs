@@ -338,6 +338,12 @@ pub fn idem_store() -> MemoryStore {
     MemoryStore::new()
 }
 
+/// idem's store with records outside moka: `MemoryStore::builder().lazy_expiry()` (the
+/// `idem-lazy` lines).
+pub fn idem_lazy_store() -> MemoryStore {
+    MemoryStore::builder().lazy_expiry().build()
+}
+
 /// `n` distinct payment ids, `pay-00000000` on.
 pub fn payment_id(n: u64) -> String {
     format!("pay-{n:08}")

@@ -13,6 +13,11 @@ async fn bounded_memory_store_passes_the_conformance_suite() {
     idem_core::testing::conformance(MemoryStore::builder().max_capacity(4).build()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_expiry_memory_store_passes_the_conformance_suite() {
+    idem_core::testing::conformance(MemoryStore::builder().lazy_expiry().build()).await;
+}
+
 mod capacity {
     use std::time::Duration;
 

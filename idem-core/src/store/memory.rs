@@ -31,6 +31,8 @@ const SHARDS: usize = 64;
 /// a running call can never be forgotten and run twice. An unbounded store (the default) also
 /// keeps an index of its completed outcomes that replays read without moka's per-read
 /// bookkeeping, which only a bounded store's eviction order needs; moka still expires them.
+/// [`MemoryStoreBuilder::lazy_expiry`] keeps them in that index alone, for half the memory and
+/// a third of the time per first call, and returns an expired record's memory at a later write.
 ///
 /// Duplicates that wait are woken the moment the holder completes or releases (no polling).
 ///
@@ -44,7 +46,8 @@ const SHARDS: usize = 64;
 ///
 /// let unbounded = MemoryStore::new();
 /// let bounded = MemoryStore::builder().max_capacity(10_000).build();
-/// # drop((unbounded, bounded));
+/// let lean = MemoryStore::builder().lazy_expiry().build();
+/// # drop((unbounded, bounded, lean));
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -53,8 +56,10 @@ pub struct MemoryStore {
 
 struct Inner {
     claims: Box<[Mutex<KeyMap<Held>>]>,
-    done: moka::sync::Cache<ByKey, Arc<Done>, Hasher>,
-    /// Unbounded stores only: the records in `done`, for replays (see [`Index`]).
+    /// The completed records, in moka: every store but one built with
+    /// [`MemoryStoreBuilder::lazy_expiry`].
+    done: Option<moka::sync::Cache<ByKey, Arc<Done>, Hasher>>,
+    /// Unbounded stores only: the completed records, for replays (see [`Index`]).
     index: Option<Index>,
     fences: AtomicU64,
     hasher: Hasher,
@@ -62,16 +67,18 @@ struct Inner {
 
 // The hasher of every map here is foldhash, keyed with a random seed per store. A first call
 // used to hash its key half a dozen times (shard, claim map, moka's insert and key lock, the
-// index), and with SipHash, std's default, that was about a tenth of its instructions; now the
-// store hashes a key once per call ([`At`]) and the claim map and the index reuse that hash.
+// index), and with SipHash, std's default, that was about a tenth of its instructions; now a
+// `RecordKey` hashes its strings once, when it is built, and the store hashes that `u64` once
+// per call ([`At`]), which the claim map and the index reuse.
 
 /// The completed records of an unbounded store, by key: what replays read.
 ///
 /// moka's `get` records every read for its eviction order (an LRU deque and a frequency
 /// sketch), the larger part of a replay's cost; an unbounded store evicts nothing by size, so
 /// that bookkeeping buys it nothing. moka holds the same records (the same `Arc`s) and expires
-/// them by their TTLs; the index drops its own expired entries: readers ignore them (every read
-/// checks the expiry by tokio's clock, as moka's entries are checked), and a shard sweeps them
+/// them by their TTLs (a store built with [`MemoryStoreBuilder::lazy_expiry`] has no moka); the
+/// index drops its own expired entries: readers ignore them (every read checks the expiry by
+/// tokio's clock, as moka's entries are checked), and a shard sweeps them
 /// out whenever it has doubled since its last sweep, so it holds at most about twice the live
 /// records and the sweeps cost O(1) per insert, amortised. (It used to follow moka through an
 /// eviction listener, but moka takes a per-key lock on every insert once a listener exists:
@@ -246,6 +253,7 @@ impl Expiry<ByKey, Arc<Done>> for TtlExpiry {
 #[derive(Debug, Default)]
 pub struct MemoryStoreBuilder {
     max_capacity: Option<u64>,
+    lazy_expiry: bool,
 }
 
 impl MemoryStoreBuilder {
@@ -256,25 +264,57 @@ impl MemoryStoreBuilder {
         self
     }
 
+    /// An unbounded store that keeps its completed records in its replay index alone, not also
+    /// in moka: about half the memory per record and a third of the time per first call (see
+    /// `BENCHMARKS.md`).
+    ///
+    /// The difference is when an expired record's memory goes back: moka drops it soon after
+    /// its TTL ends, as the cache is used; this store drops it at a later write, sweeping a
+    /// part of the index whenever that part has doubled since its last sweep, so it holds at
+    /// most about twice the unexpired records it held at its busiest. An expired record is never
+    /// replayed, in either store.
+    ///
+    /// A bounded store evicts through moka, so [`max_capacity`](Self::max_capacity) overrides
+    /// this.
+    ///
+    /// ```
+    /// let store = idem_core::MemoryStore::builder().lazy_expiry().build();
+    /// # drop(store);
+    /// ```
+    pub fn lazy_expiry(mut self) -> Self {
+        self.lazy_expiry = true;
+        self
+    }
+
     /// The store.
     pub fn build(self) -> MemoryStore {
         let hasher = Hasher::default();
-        let mut done = moka::sync::Cache::builder()
-            .expire_after(TtlExpiry)
-            .eviction_policy(EvictionPolicy::lru());
-        let index = match self.max_capacity {
-            Some(max) => {
-                done = done.max_capacity(max);
-                None
-            }
-            None => Some(Index::new(&hasher)),
+        let moka = || {
+            moka::sync::Cache::builder()
+                .expire_after(TtlExpiry)
+                .eviction_policy(EvictionPolicy::lru())
+        };
+        let (done, index) = match self.max_capacity {
+            Some(max) => (
+                Some(
+                    moka()
+                        .max_capacity(max)
+                        .build_with_hasher(Hasher::default()),
+                ),
+                None,
+            ),
+            None if self.lazy_expiry => (None, Some(Index::new(&hasher))),
+            None => (
+                Some(moka().build_with_hasher(Hasher::default())),
+                Some(Index::new(&hasher)),
+            ),
         };
         MemoryStore {
             inner: Arc::new(Inner {
                 claims: (0..SHARDS)
                     .map(|_| Mutex::new(KeyMap::new(hasher.clone())))
                     .collect(),
-                done: done.build_with_hasher(Hasher::default()),
+                done,
                 index,
                 fences: AtomicU64::new(0),
                 hasher,
@@ -291,8 +331,18 @@ impl Default for MemoryStore {
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let completed = match (&self.inner.done, &self.inner.index) {
+            (Some(done), _) => done.entry_count(),
+            // Swept lazily: records expired since the last sweep count until it.
+            (None, Some(index)) => index
+                .shards
+                .iter()
+                .map(|s| read(s).records.len() as u64)
+                .sum(),
+            (None, None) => 0,
+        };
         f.debug_struct("MemoryStore")
-            .field("completed", &self.inner.done.entry_count())
+            .field("completed", &completed)
             .finish_non_exhaustive()
     }
 }
@@ -331,9 +381,10 @@ impl MemoryStore {
     }
 
     fn completed_at(&self, at: At, key: &RecordKey, now: Instant) -> Option<Arc<Done>> {
-        match &self.inner.index {
-            Some(index) => index.get(at, key),
-            None => self.inner.done.get(key),
+        match (&self.inner.index, &self.inner.done) {
+            (Some(index), _) => index.get(at, key),
+            (None, Some(done)) => done.get(key),
+            (None, None) => None,
         }
         .filter(|done| done.expires_at > now)
     }
@@ -349,18 +400,17 @@ impl MemoryStore {
             Some(index) => match index.live_or_remove(at, key, now) {
                 Ok(live) => live,
                 Err(()) => {
-                    self.inner.done.invalidate(key);
+                    if let Some(done) = &self.inner.done {
+                        done.invalidate(key);
+                    }
                     None
                 }
             },
             None => {
-                let live = self
-                    .inner
-                    .done
-                    .get(key)
-                    .filter(|done| done.expires_at > now);
+                let done = self.inner.done.as_ref()?;
+                let live = done.get(key).filter(|done| done.expires_at > now);
                 if live.is_none() {
-                    self.inner.done.invalidate(key);
+                    done.invalidate(key);
                 }
                 live
             }
@@ -372,7 +422,9 @@ impl MemoryStore {
         if let Some(index) = &self.inner.index {
             index.insert(at, Arc::clone(&done), now);
         }
-        self.inner.done.insert(ByKey(Arc::clone(&done)), done);
+        if let Some(moka) = &self.inner.done {
+            moka.insert(ByKey(Arc::clone(&done)), done);
+        }
     }
 
     fn claim_now(&self, request: &ClaimRequest<'_>) -> Claim {
@@ -600,7 +652,26 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_replay_index_sweeps_out_its_expired_records() {
-        let store = MemoryStore::new();
+        sweeps_out_expired_records(MemoryStore::new()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lazy_store_keeps_its_records_in_the_index_alone_and_sweeps_them() {
+        let store = MemoryStore::builder().lazy_expiry().build();
+        assert!(store.inner.done.is_none(), "no moka");
+        sweeps_out_expired_records(store).await;
+    }
+
+    #[tokio::test]
+    async fn a_bounded_store_is_bounded_even_if_asked_for_lazy_expiry() {
+        let store = MemoryStore::builder()
+            .lazy_expiry()
+            .max_capacity(10)
+            .build();
+        assert!(store.inner.done.is_some() && store.inner.index.is_none());
+    }
+
+    async fn sweeps_out_expired_records(store: MemoryStore) {
         let index = store
             .inner
             .index
