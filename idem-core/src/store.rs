@@ -328,6 +328,7 @@ enum Repr {
     /// Bytes of its own: what a remote store reads, or what the runtime is about to store.
     Owned { kind: OutcomeKind, bytes: Bytes },
     /// A record of an in-process store, shared: a replay clones one `Arc` and nothing else.
+    #[cfg_attr(not(any(feature = "memory", feature = "redis")), allow(dead_code))]
     Stored(Arc<dyn StoredOutcome>),
 }
 
@@ -361,6 +362,7 @@ impl Outcome {
     }
 
     /// The outcome a stored record holds, shared with the record.
+    #[cfg_attr(not(any(feature = "memory", feature = "redis")), allow(dead_code))]
     pub(crate) fn stored(record: Arc<dyn StoredOutcome>) -> Self {
         Outcome {
             repr: Repr::Stored(record),
@@ -385,6 +387,7 @@ impl Outcome {
 
     /// The same outcome with bytes of its own, whatever record it shares: what a record keeps
     /// (so [`StoredOutcome::outcome`] is never itself a shared one).
+    #[cfg_attr(not(any(feature = "memory", feature = "redis")), allow(dead_code))]
     pub(crate) fn detached(&self) -> Self {
         Outcome::new(self.kind(), self.bytes().clone())
     }
