@@ -260,10 +260,27 @@ impl Owner {
     /// A fresh owner id.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
+        /// Ids handed to a thread at a time: every call makes an owner, replays too, and one
+        /// counter shared by all threads would be a cache line every call of every thread
+        /// writes.
+        const BLOCK: u64 = 1 << 16;
         static NEXT: AtomicU64 = AtomicU64::new(1);
         static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        thread_local! {
+            /// The next id of this thread's block, and the end of the block.
+            static IDS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+        }
         let process = *PROCESS.get_or_init(random_u64);
-        Owner((u128::from(process) << 64) | u128::from(NEXT.fetch_add(1, Ordering::Relaxed)))
+        let id = IDS.with(|ids| {
+            let (mut next, mut end) = ids.get();
+            if next == end {
+                next = NEXT.fetch_add(BLOCK, Ordering::Relaxed);
+                end = next + BLOCK;
+            }
+            ids.set((next + 1, end));
+            next
+        });
+        Owner((u128::from(process) << 64) | u128::from(id))
     }
 
     /// The id as stored by a backend.
@@ -577,5 +594,35 @@ impl Store for DynStore {
 
     fn release_now(&self, token: &ClaimToken) -> bool {
         self.0.release_now(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Owner;
+
+    #[test]
+    fn owners_are_unique_across_threads_and_blocks() {
+        // Each thread takes more than one block of ids, so blocks are crossed on every thread.
+        let per_thread = (1 << 16) + 1_000;
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..per_thread)
+                        .map(|_| Owner::new().as_u128())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<u128> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let made = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), made, "an owner id was handed out twice");
+        // One process: the top half is the same for all.
+        assert!(all.iter().all(|id| id >> 64 == all[0] >> 64));
     }
 }
