@@ -422,6 +422,12 @@ impl MemoryStore {
         if let Some(index) = &self.inner.index {
             index.insert(at, Arc::clone(&done), now);
         }
+        // moka can still hold an expired record of this key only in an unbounded store, whose
+        // index swept it out before moka's housekeeping dropped it (`completed_or_forget`
+        // invalidates it everywhere else). moka then updates the entry in place: the entry keeps
+        // the old record as its key and the old expiry (`TtlExpiry` does not implement
+        // `expire_after_update`), so moka drops both soon; replays read the index, which holds
+        // the new record for its whole TTL.
         if let Some(moka) = &self.inner.done {
             moka.insert(ByKey(Arc::clone(&done)), done);
         }
