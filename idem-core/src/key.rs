@@ -88,6 +88,12 @@ impl RecordKey {
         Ok(RecordKey { scope, key, hash })
     }
 
+    /// The hash of scope and key, computed once when the key was built (see [`hash_of`]).
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
+    pub(crate) fn hash_u64(&self) -> u64 {
+        self.hash
+    }
+
     /// The operation this key belongs to.
     pub fn scope(&self) -> &str {
         &self.scope

@@ -19,7 +19,11 @@ use crate::store::{
 
 mod keymap;
 
-use keymap::{At, Hasher, KeyMap, Keyed};
+use keymap::{At, KeyMap, Keyed};
+
+/// moka's hasher: foldhash, keyed with a random seed per store (a [`RecordKey`] hashes as the
+/// `u64` it computed when it was built).
+type Hasher = foldhash::quality::RandomState;
 
 const SHARDS: usize = 64;
 
@@ -62,14 +66,13 @@ struct Inner {
     /// Unbounded stores only: the completed records, for replays (see [`Index`]).
     index: Option<Index>,
     fences: AtomicU64,
-    hasher: Hasher,
 }
 
-// The hasher of every map here is foldhash, keyed with a random seed per store. A first call
-// used to hash its key half a dozen times (shard, claim map, moka's insert and key lock, the
-// index), and with SipHash, std's default, that was about a tenth of its instructions; now a
-// `RecordKey` hashes its strings once, when it is built, and the store hashes that `u64` once
-// per call ([`At`]), which the claim map and the index reuse.
+// A first call used to hash its key half a dozen times (shard, claim map, moka's insert and key
+// lock, the index), and with SipHash, std's default, that was about a tenth of its
+// instructions. Now a `RecordKey` hashes its strings once, when it is built (foldhash, seeded
+// at random once per process): the shard, the claim map and the index use that hash as it is
+// ([`At`]), and moka hashes the `u64`.
 
 /// The completed records of an unbounded store, by key: what replays read.
 ///
@@ -101,12 +104,12 @@ struct IndexShard {
 const MIN_SWEEP: usize = 64;
 
 impl Index {
-    fn new(hasher: &Hasher) -> Self {
+    fn new() -> Self {
         Index {
             shards: (0..SHARDS)
                 .map(|_| {
                     RwLock::new(IndexShard {
-                        records: KeyMap::new(hasher.clone()),
+                        records: KeyMap::new(),
                         sweep_at: MIN_SWEEP,
                     })
                 })
@@ -288,7 +291,6 @@ impl MemoryStoreBuilder {
 
     /// The store.
     pub fn build(self) -> MemoryStore {
-        let hasher = Hasher::default();
         let moka = || {
             moka::sync::Cache::builder()
                 .expire_after(TtlExpiry)
@@ -303,21 +305,18 @@ impl MemoryStoreBuilder {
                 ),
                 None,
             ),
-            None if self.lazy_expiry => (None, Some(Index::new(&hasher))),
+            None if self.lazy_expiry => (None, Some(Index::new())),
             None => (
                 Some(moka().build_with_hasher(Hasher::default())),
-                Some(Index::new(&hasher)),
+                Some(Index::new()),
             ),
         };
         MemoryStore {
             inner: Arc::new(Inner {
-                claims: (0..SHARDS)
-                    .map(|_| Mutex::new(KeyMap::new(hasher.clone())))
-                    .collect(),
+                claims: (0..SHARDS).map(|_| Mutex::new(KeyMap::new())).collect(),
                 done,
                 index,
                 fences: AtomicU64::new(0),
-                hasher,
             }),
         }
     }
@@ -360,7 +359,7 @@ impl MemoryStore {
 
     /// Where `key` lives, in the claim map and the index alike.
     fn at(&self, key: &RecordKey) -> At {
-        At::of(&self.inner.hasher, key, SHARDS)
+        At::of(key, SHARDS)
     }
 
     fn shard(&self, at: At) -> MutexGuard<'_, KeyMap<Held>> {

@@ -1,14 +1,9 @@
-//! [`KeyMap`]: a hash table of records by key, probed with a hash the store computes once per
-//! call (std's `HashMap` would hash the key again in every map a call touches).
-
-use std::hash::BuildHasher;
+//! [`KeyMap`]: a hash table of records by key, probed with the hash a [`RecordKey`] computed
+//! when it was built (std's `HashMap` would hash the key again in every map a call touches).
 
 use hashbrown::HashTable;
 
 use crate::key::RecordKey;
-
-/// The hasher of every map here: foldhash, keyed with a random seed per store.
-pub(super) type Hasher = foldhash::quality::RandomState;
 
 /// Where a key lives: its hash, and the shard that hash picks.
 #[derive(Clone, Copy)]
@@ -18,8 +13,8 @@ pub(super) struct At {
 }
 
 impl At {
-    pub(super) fn of(hasher: &Hasher, key: &RecordKey, shards: usize) -> Self {
-        let hash = hasher.hash_one(key);
+    pub(super) fn of(key: &RecordKey, shards: usize) -> Self {
+        let hash = key.hash_u64();
         // The shard comes from the middle bits: hashbrown places entries by the low bits and
         // tags them with the top seven, and neither may be the same for a whole shard.
         At {
@@ -35,17 +30,15 @@ pub(super) trait Keyed {
     fn key(&self) -> &RecordKey;
 }
 
-/// Entries by key; every key's hash is [`At::hash`] under the map's hasher.
+/// Entries by key; every key's hash is its [`At::hash`].
 pub(super) struct KeyMap<E> {
     table: HashTable<E>,
-    hasher: Hasher,
 }
 
 impl<E: Keyed> KeyMap<E> {
-    pub(super) fn new(hasher: Hasher) -> Self {
+    pub(super) fn new() -> Self {
         KeyMap {
             table: HashTable::new(),
-            hasher,
         }
     }
 
@@ -59,12 +52,10 @@ impl<E: Keyed> KeyMap<E> {
 
     /// Inserts `entry`, or replaces the entry of its key.
     pub(super) fn insert(&mut self, at: At, entry: E) {
-        let hasher = &self.hasher;
-        match self.table.entry(
-            at.hash,
-            |e| e.key() == entry.key(),
-            |e| hasher.hash_one(e.key()),
-        ) {
+        match self
+            .table
+            .entry(at.hash, |e| e.key() == entry.key(), |e| e.key().hash_u64())
+        {
             hashbrown::hash_table::Entry::Occupied(mut occupied) => *occupied.get_mut() = entry,
             hashbrown::hash_table::Entry::Vacant(vacant) => {
                 vacant.insert(entry);
